@@ -1,0 +1,33 @@
+"""Where features come from: Parquet tables written by `mlplatform features build`, and a push source."""
+
+from feast import FileSource, PushSource
+from feast.data_format import ParquetFormat
+
+from mlplatform.settings import Settings
+
+_features = Settings().features_dir  # from MLPLATFORM_DATA_DIR at apply time
+
+
+def _table(name: str) -> FileSource:
+    return FileSource(
+        name=f"{name}_source",
+        path=str(_features / f"{name}.parquet"),
+        file_format=ParquetFormat(),
+        timestamp_field="event_timestamp",
+        created_timestamp_column="created_timestamp",
+        description=f"features/{name}.parquet, computed with DuckDB by `mlplatform features build`.",
+        owner="fraud-features@mlplatform.dev",
+    )
+
+
+customer_activity_source = _table("customer_activity")
+customer_profile_source = _table("customer_profile")
+merchant_risk_source = _table("merchant_risk")
+merchant_profile_source = _table("merchant_profile")
+customer_realtime_batch_source = _table("customer_realtime")
+
+customer_realtime_push = PushSource(
+    name="customer_realtime_push",
+    batch_source=customer_realtime_batch_source,
+    description="Fresh per-customer signals pushed by the payment stream (POST /v1/push or store.push).",
+)

@@ -1,0 +1,83 @@
+"""Load the Feast definitions in ``feature_repo/`` and apply them to the registry, all or nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from mlplatform.errors import DefinitionError
+from mlplatform.settings import Settings
+
+
+@contextlib.contextmanager
+def _repo_on_path(repo: Path) -> Iterator[None]:
+    """Import the repo's modules fresh (Feast imports them by bare name) and restore cwd afterwards."""
+    repo = repo.resolve()
+    cwd = os.getcwd()
+    stale = [name for name, mod in sys.modules.items() if str(getattr(mod, "__file__", "") or "").startswith(str(repo))]
+    for name in stale:
+        del sys.modules[name]
+    sys.path.insert(0, str(repo))
+    try:
+        yield
+    finally:
+        os.chdir(cwd)
+        with contextlib.suppress(ValueError):
+            sys.path.remove(str(repo))
+
+
+def parse_definitions(settings: Settings):
+    """The repo's definitions as Feast ``RepoContents`` (nothing is applied)."""
+    settings.export_feast_env()
+    from feast.repo_operations import parse_repo
+
+    repo = settings.feature_repo.resolve()
+    with _repo_on_path(repo):
+        os.chdir(repo)
+        try:
+            return parse_repo(repo)
+        except Exception as exc:  # a definition file that does not import
+            raise DefinitionError(f"feature_repo does not load: {type(exc).__name__}: {exc}") from exc
+
+
+def apply_definitions(settings: Settings, validate: bool = True) -> list:
+    """Validate (optionally), then ``feast apply``. On any failure the registry file is restored byte for byte."""
+    from mlplatform.features.validate import validate_definitions
+
+    if validate:
+        problems = validate_definitions(settings)
+        if problems:
+            raise DefinitionError(
+                "definitions do not match their data; nothing was applied:\n"
+                + "\n".join(f"  - {p}" for p in problems)
+            )
+    settings.export_feast_env()
+    from feast.repo_config import load_repo_config
+    from feast.repo_operations import apply_total
+
+    repo = settings.feature_repo.resolve()
+    registry = settings.registry_path
+    registry.parent.mkdir(parents=True, exist_ok=True)
+    backup = registry.with_name(registry.name + ".bak")
+    existed = registry.exists()
+    if existed:
+        shutil.copy2(registry, backup)
+    try:
+        with _repo_on_path(repo):
+            config = load_repo_config(repo, repo / "feature_store.yaml")
+            apply_total(config, repo, skip_source_validation=False)
+    except BaseException as exc:
+        if existed:
+            backup.replace(registry)
+        else:
+            registry.unlink(missing_ok=True)
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        raise DefinitionError(f"feast apply failed, registry left as it was: {type(exc).__name__}: {exc}") from exc
+    backup.unlink(missing_ok=True)
+    contents = parse_definitions(settings)
+    return [fv.name for fv in contents.feature_views + contents.stream_feature_views + contents.on_demand_feature_views]

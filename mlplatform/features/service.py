@@ -1,0 +1,38 @@
+"""The contract between features and models: which inputs a feature service gives, and how a transaction
+becomes an entity row. Training, batch scoring, serving and monitoring all go through these two functions."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+# A transaction at time t is scored with the features as they were just before it: never including itself.
+SCORING_OFFSET = pd.Timedelta(microseconds=1)
+REQUEST_FIELDS = ("amount", "transaction_ts")
+ENTITY_KEYS = ("customer_id", "merchant_id")
+
+
+def feature_signature(store, service_name: str) -> list[tuple[str, str]]:
+    """(feature name, Feast type name) for every feature the service serves, in the service's order."""
+    service = store.get_feature_service(service_name)
+    signature: list[tuple[str, str]] = []
+    for projection in service.feature_view_projections:
+        for field in projection.features:
+            signature.append((field.name, str(field.dtype)))
+    return signature
+
+
+def transaction_entity_rows(transactions: pd.DataFrame) -> pd.DataFrame:
+    """Entity rows (keys, request fields, event_timestamp = t - 1 µs) for raw transactions, one per row."""
+    ts = pd.to_datetime(transactions["event_timestamp"], utc=True).dt.as_unit("us")
+    rows = pd.DataFrame(
+        {
+            "transaction_id": transactions["transaction_id"].to_numpy(),
+            "customer_id": transactions["customer_id"].to_numpy(),
+            "merchant_id": transactions["merchant_id"].to_numpy(),
+            "amount": transactions["amount"].to_numpy(dtype=float),
+            "transaction_ts": (ts.astype("int64") // 10**6).to_numpy(),
+            "event_timestamp": (ts - SCORING_OFFSET).to_numpy(),
+        }
+    )
+    rows["event_timestamp"] = pd.to_datetime(rows["event_timestamp"], utc=True).dt.as_unit("us")
+    return rows
