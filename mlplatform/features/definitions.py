@@ -18,9 +18,10 @@ def _repo_on_path(repo: Path) -> Iterator[None]:
     """Import the repo's modules fresh (Feast imports them by bare name) and restore cwd afterwards."""
     repo = repo.resolve()
     cwd = os.getcwd()
-    stale = [name for name, mod in sys.modules.items() if str(getattr(mod, "__file__", "") or "").startswith(str(repo))]
-    for name in stale:
-        del sys.modules[name]
+    # Feast imports definition files as top-level modules named after the files: forget any earlier import
+    # (of this repo or another one) so definitions are read afresh with the current settings.
+    for path in repo.glob("*.py"):
+        sys.modules.pop(path.stem, None)
     sys.path.insert(0, str(repo))
     try:
         yield
