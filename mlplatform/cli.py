@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import time
+import warnings
 from datetime import datetime
 from typing import Annotated
 
@@ -36,7 +37,7 @@ def friendly(fn):
         try:
             return fn(*args, **kwargs)
         except MLPlatformError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper
@@ -117,10 +118,9 @@ def features_validate() -> None:
     if not problems:
         console.print("[green]ok:[/] every feature view matches its source")
         return
-    table = Table("file", "view", "column", "expected", "found", title="definition problems")
+    err_console.print(f"[bold red]{len(problems)} definition problem(s); fix them before `apply`:[/]")
     for p in problems:
-        table.add_row(p.file, p.view, p.column, p.expected, p.found)
-    err_console.print(table)
+        err_console.print(f"  - {p}", highlight=False, soft_wrap=True, markup=False)
     raise typer.Exit(4)
 
 
@@ -182,6 +182,7 @@ def materialize_cmd(
 
     results = materialize(get_settings(), end=parse_time(end), full=full, views=view, on_view=progress)
     table = Table("feature view", "from", "to", "rows written", "seconds", "rows/s", title="materialized into Redis")
+    table.columns[0].no_wrap = True
     total_rows = total_s = 0.0
     for r in results:
         table.add_row(r.view, f"{r.start:%Y-%m-%d %H:%M}", f"{r.end:%Y-%m-%d %H:%M}", f"{r.rows:,}",
@@ -219,6 +220,9 @@ _mount_parts()
 
 
 def main() -> None:  # pragma: no cover - console-script entry point
+    # Feast flags on-demand and stream feature views as experimental on every load; say it once in the docs instead.
+    warnings.filterwarnings("ignore", message=".*experimental.*", category=RuntimeWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
     app()
 
 

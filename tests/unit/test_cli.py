@@ -1,0 +1,54 @@
+"""The CLI: bad input gets a one-line message and an exit code, never a traceback."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from mlplatform.cli import app
+from mlplatform.settings import get_settings
+
+runner = CliRunner()
+
+
+def _invoke(args, data_dir, monkeypatch):
+    monkeypatch.setenv("MLPLATFORM_DATA_DIR", str(data_dir))
+    get_settings.cache_clear()
+    try:
+        return runner.invoke(app, args)
+    finally:
+        get_settings.cache_clear()
+
+
+def test_generate_then_refuse_to_overwrite(tmp_path, monkeypatch):
+    ok = _invoke(["data", "generate", "--customers", "20", "--days", "2", "--seed", "1"], tmp_path, monkeypatch)
+    assert ok.exit_code == 0, ok.output
+    assert (tmp_path / "raw" / "customers.parquet").exists()
+    clash = _invoke(["data", "generate", "--customers", "20", "--days", "2", "--seed", "2"], tmp_path, monkeypatch)
+    assert clash.exit_code == 6
+    assert "immutable" in clash.output
+    assert "Traceback" not in clash.output
+
+
+def test_bad_option_values_are_named(tmp_path, monkeypatch):
+    res = _invoke(["data", "generate", "--customers", "3"], tmp_path, monkeypatch)
+    assert res.exit_code == 2 and "--customers" in res.output and "Traceback" not in res.output
+    res = _invoke(["data", "generate", "--start", "not-a-date"], tmp_path, monkeypatch)
+    assert res.exit_code == 2 and "not-a-date" in res.output
+
+
+def test_steps_out_of_order_say_what_to_run(tmp_path, monkeypatch):
+    res = _invoke(["features", "build"], tmp_path, monkeypatch)
+    assert res.exit_code == 3
+    assert "mlplatform data generate" in res.output
+    res = _invoke(["features", "validate"], tmp_path, monkeypatch)
+    assert res.exit_code == 4
+    assert "customer_activity" in res.output and "no such file" in res.output
+
+
+def test_env_prints_the_feast_placeholders(tmp_path, monkeypatch):
+    res = _invoke(["env"], tmp_path, monkeypatch)
+    assert res.exit_code == 0
+    for var in ("MLPLATFORM_DATA_DIR", "MLPLATFORM_REDIS_ADDR", "MLPLATFORM_REGISTRY"):
+        assert f"export {var}=" in res.output
+    yaml_text = (get_settings().feature_repo / "feature_store.yaml").read_text()
+    assert all(f"${{{var}}}" in yaml_text for var in ("MLPLATFORM_REDIS_ADDR", "MLPLATFORM_REGISTRY"))
