@@ -1,0 +1,1 @@
+"""The synthetic card-fraud world: generator, raw-data layout, and its documented drift."""
