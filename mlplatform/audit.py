@@ -37,13 +37,23 @@ log = logging.getLogger(__name__)
 AUDIT_FILE = Path("audit") / "audit.jsonl"
 # Actions the platform records. Plain names, so `mlplatform audit --action promote` reads naturally.
 ACTIONS = (
-    "apply", "materialize", "train", "promote", "force_promote", "rollback", "retrain_trigger",
-    "pipeline_run", "batch_score", "monitor_breach",
+    "apply",
+    "materialize",
+    "train",
+    "promote",
+    "force_promote",
+    "rollback",
+    "retrain_trigger",
+    "pipeline_run",
+    "batch_score",
+    "monitor_breach",
 )
 # Actions that also fire the configured webhooks (see mlplatform.notifications).
 NOTIFY_ACTIONS = frozenset({"promote", "force_promote", "rollback", "monitor_breach"})
 
-_context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("mlplatform_audit_context", default={})
+_context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "mlplatform_audit_context", default=None
+)
 
 
 class AuditLogError(MLPlatformError):
@@ -87,7 +97,7 @@ def current_actor(settings: Settings) -> str:
 @contextlib.contextmanager
 def acting_for(reason: str | None = None, actor: str | None = None) -> Iterator[None]:
     """Records made inside the block default to this reason (and actor), e.g. ``pipeline daily run 3f2a``."""
-    current = dict(_context.get())
+    current = dict(_context.get() or {})
     if reason is not None:
         current["reason"] = reason
     if actor is not None:
@@ -174,7 +184,7 @@ def record(
     actor: str | None = None,
 ) -> AuditRecord:
     """Append one change of state to the audit log (and fire webhooks for promotions, rollbacks and breaches)."""
-    ctx = _context.get()
+    ctx = _context.get() or {}
     rec = AuditRecord(
         time=datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
         actor=actor or ctx.get("actor") or current_actor(settings),
@@ -201,7 +211,7 @@ def list_records(
     since: datetime | None = None,
     limit: int | None = None,
 ) -> list[AuditRecord]:
-    """Records oldest first, filtered; ``action``/``actor`` accept shell patterns (``model.*``); ``limit`` keeps the latest."""
+    """Records oldest first, filtered (``action``/``actor`` take shell patterns); ``limit`` keeps the latest."""
     rows, torn = read_jsonl(audit_path(settings))
     if torn:
         log.warning("audit log %s: skipped %d torn fragment(s) left by a crashed writer", audit_path(settings), torn)

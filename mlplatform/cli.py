@@ -214,6 +214,28 @@ def redis_down() -> None:
 
 def _mount_parts() -> None:
     """Each part of the platform adds its own commands here."""
+    # training: dataset build, train, models list|promote|rollback (issue #4)
+    from training.cli import mount as mount_training
+
+    mount_training(app)
+
+    from serving.cli import serve
+
+    app.command("serve")(friendly(serve))
+
+    from monitoring.cli import build_monitor_app
+
+    app.add_typer(build_monitor_app(friendly), name="monitor")
+
+    # batch scoring, pipelines, audit log, lineage (issue #7)
+    from mlplatform.ops_cli import audit, lineage
+    from mlplatform.orchestrate.cli import build_pipeline_app
+    from mlplatform.scoring.cli import score
+
+    app.command("score")(friendly(score))
+    app.command("audit")(friendly(audit))
+    app.command("lineage")(friendly(lineage))
+    app.add_typer(build_pipeline_app(friendly), name="pipeline")
 
 
 _mount_parts()

@@ -56,7 +56,7 @@ def redact(url: str) -> str:
 
 
 def payload(event: str, text: str, fields: dict[str, Any] | None = None, severity: str = "info") -> dict[str, Any]:
-    """The JSON body: ``text`` for chat tools, ``attachments`` for Slack/Mattermost, ``event``/``fields`` for machines."""
+    """The JSON body: ``text`` for chat tools, ``attachments`` for Slack/Mattermost, ``event``/``fields`` for code."""
     fields = {k: v for k, v in (fields or {}).items() if v is not None}
     color = {"info": "#2eb886", "warning": "#daa038", "error": "#a30200"}.get(severity, "#439fe0")
     return {
@@ -65,11 +65,13 @@ def payload(event: str, text: str, fields: dict[str, Any] | None = None, severit
         "event": event,
         "severity": severity,
         "fields": fields,
-        "attachments": [{
-            "fallback": text,
-            "color": color,
-            "fields": [{"title": k, "value": str(v), "short": len(str(v)) < 40} for k, v in fields.items()],
-        }],
+        "attachments": [
+            {
+                "fallback": text,
+                "color": color,
+                "fields": [{"title": k, "value": str(v), "short": len(str(v)) < 40} for k, v in fields.items()],
+            }
+        ],
     }
 
 
@@ -96,8 +98,9 @@ def post_with_retries(settings: Settings, url: str, body: dict[str, Any]) -> Del
             response = httpx.post(url, json=body, timeout=settings.webhook_timeout_seconds)
             status = response.status_code
             if status < 300:
-                return Delivery(redact(url), body.get("event", ""), True, attempts, status, None,
-                                time.perf_counter() - t0)
+                return Delivery(
+                    redact(url), body.get("event", ""), True, attempts, status, None, time.perf_counter() - t0
+                )
             error = f"HTTP {status}"
             if status < 500 and status != 429:
                 break  # the receiver refuses this body: retrying will not help
@@ -120,18 +123,23 @@ def _deliver(settings: Settings, url: str, body: dict[str, Any]) -> Delivery:
     if delivery.ok:
         log.info("webhook %s: %s delivered (attempt %d)", delivery.url, delivery.event, delivery.attempts)
     else:
-        log.warning("webhook %s: %s NOT delivered after %d attempt(s): %s", delivery.url, delivery.event,
-                    delivery.attempts, delivery.error)
+        log.warning(
+            "webhook %s: %s NOT delivered after %d attempt(s): %s",
+            delivery.url,
+            delivery.event,
+            delivery.attempts,
+            delivery.error,
+        )
     try:
-        append_jsonl(settings.data_path / DELIVERIES_FILE,
-                     {"time": datetime.now(UTC), **asdict(delivery)})
+        append_jsonl(settings.data_path / DELIVERIES_FILE, {"time": datetime.now(UTC), **asdict(delivery)})
     except OSError as exc:
         log.warning("cannot record the webhook delivery: %s", exc)
     return delivery
 
 
-def notify(settings: Settings, event: str, text: str, fields: dict[str, Any] | None = None,
-           severity: str = "info") -> list[Future]:
+def notify(
+    settings: Settings, event: str, text: str, fields: dict[str, Any] | None = None, severity: str = "info"
+) -> list[Future]:
     """Send one notification to every configured webhook in the background; returns at once (futures of Delivery)."""
     if not settings.webhooks:
         return []

@@ -40,7 +40,9 @@ class Settings(BaseSettings):
 
     # --- training ---
     model_name: str = Field("fraud", description="Registered model name in the model registry.")
-    models_dir: Path | None = Field(None, description="Model registry folder (MLflow SQLite + artifacts); default <data_dir>/models.")
+    models_dir: Path | None = Field(
+        None, description="Model registry folder (MLflow SQLite + artifacts); default <data_dir>/models."
+    )
     training_config: Path | None = Field(
         None, description="YAML of XGBoost hyper-parameters and split options; default training/default_config.yaml."
     )
@@ -122,7 +124,8 @@ class Settings(BaseSettings):
         "1D", description="Width of the time windows live quality is reported over (pandas frequency: 1D, 6h, 7D)."
     )
     monitoring_consistency_rtol: float = Field(
-        1e-6, ge=0, description="Relative tolerance when comparing a served feature value with its offline recomputation."
+        1e-6, ge=0, description="Relative tolerance when comparing a served feature value with its offline "
+        "recomputation."
     )
 
     # --- batch scoring, pipelines, audit, notifications ---
@@ -141,7 +144,9 @@ class Settings(BaseSettings):
         'failed pipeline runs; a JSON list, e.g. ["https://hooks.slack.com/services/..."].'
     )
     webhook_timeout_seconds: float = Field(2.0, gt=0, description="Timeout of one webhook POST.")
-    webhook_retries: int = Field(2, ge=0, le=10, description="Retries of a failed webhook POST (then it is logged and dropped).")
+    webhook_retries: int = Field(
+        2, ge=0, le=10, description="Retries of a failed webhook POST (then it is logged and dropped)."
+    )
 
     @property
     def feature_logs_dir(self) -> Path:

@@ -39,7 +39,9 @@ def world_dir(tmp_path_factory) -> Path:
 def world(world_dir, tmp_path) -> Path:
     """A private copy of the small world that a test may change."""
     dst = tmp_path / "world"
-    shutil.copytree(world_dir, dst, ignore=shutil.ignore_patterns("registry.db*"))
+    # raw data and feature tables only: not the state other fixtures left (registry, audit log, models, logs)
+    shutil.copytree(world_dir, dst, ignore=shutil.ignore_patterns(
+        "registry.db*", "audit", "models", "feature_logs", "reports", "pipelines", "monitoring", ".embedded-redis"))
     return dst
 
 

@@ -38,16 +38,19 @@ CATEGORY_RISK = np.array([0.02, 0.03, 0.05, 0.15, 0.20, 0.28, 0.38, 0.55])
 
 # --- Drift (what `mlplatform data generate --drift` changes in the later period) --------------------------
 # DRIFTED:   transaction amounts are scaled by DRIFT_AMOUNT_SCALE (prices rise), so amount_* features shift;
-#            a card-not-present share of foreign merchants rises by DRIFT_FOREIGN_SHARE (travel season), so
-#            is_foreign shifts.
-# UNDRIFTED: how often customers transact (txn_count_*), how many merchants they visit (distinct_merchants_24h),
-#            the hour-of-day pattern, merchants' categories, and the fraud rule itself.
+#            the share of purchases at foreign merchants rises to DRIFT_FOREIGN_SHARE (travel season), so
+#            is_foreign shifts, and because foreign purchases go to many different merchants rather than the
+#            customer's few favourites, distinct_merchants_24h shifts too.
+# UNDRIFTED: how often customers transact (txn_count_*), the hour-of-day pattern, merchants' categories, and
+#            the fraud rule itself.
 DRIFT_AMOUNT_SCALE = 1.8
 DRIFT_FOREIGN_SHARE = 0.45
 BASE_FOREIGN_SHARE = 0.06
 
-DRIFTED_FEATURES = ("amount_sum_24h", "amount_mean_24h", "amount_sum_7d", "amount_mean_7d", "is_foreign")
-UNDRIFTED_FEATURES = ("txn_count_24h", "txn_count_7d", "distinct_merchants_24h", "hour_of_day")
+DRIFTED_FEATURES = (
+    "amount_sum_24h", "amount_mean_24h", "amount_sum_7d", "amount_mean_7d", "is_foreign", "distinct_merchants_24h",
+)
+UNDRIFTED_FEATURES = ("txn_count_24h", "txn_count_7d", "hour_of_day")
 
 
 def fraud_probability(

@@ -81,7 +81,8 @@ def apply_definitions(settings: Settings, validate: bool = True) -> list:
         raise DefinitionError(f"feast apply failed, registry left as it was: {type(exc).__name__}: {exc}") from exc
     backup.unlink(missing_ok=True)
     contents = parse_definitions(settings)
-    names = [fv.name for fv in contents.feature_views + contents.stream_feature_views + contents.on_demand_feature_views]
+    views = contents.feature_views + contents.stream_feature_views + contents.on_demand_feature_views
+    names = [fv.name for fv in views]
     from mlplatform.audit import record
 
     record(settings, "apply", target=f"feast registry {registry}",

@@ -1,0 +1,156 @@
+"""`mlplatform monitor skew|consistency|quality|check` (and `replay` for the demo): thin commands over monitoring."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+SinceOpt = Annotated[str | None, typer.Option(
+    help="Start of the window of logged requests (ISO-8601); default: monitoring_window_days before --until.")]
+UntilOpt = Annotated[str | None, typer.Option(help="End of the window (ISO-8601, exclusive); default: now.")]
+
+
+def _window(since: str | None, until: str | None):
+    from mlplatform.cli import parse_time
+
+    return parse_time(since), parse_time(until)
+
+
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _where(files) -> None:
+    if files is not None:
+        console.print(f"report: {files.html_path or files.json_path}  (summary: {files.json_path.name}; "
+                      f"index: {files.json_path.parent / 'index.html'})", highlight=False, soft_wrap=True)
+
+
+def skew(since: SinceOpt = None, until: UntilOpt = None) -> None:
+    """Training set of the golden model vs served features (Evidently data drift per feature, with tests)."""
+    from mlplatform.settings import get_settings
+    from monitoring.skew import run_skew
+
+    result = run_skew(get_settings(), *_window(since, until))
+    table = Table("feature", "kind", "method", "drift score", "drifted",
+                  title=f"train/serve skew: {result.model_name} v{result.model_version}, "
+                        f"{result.current_rows:,} served rows ({result.window.describe()})")
+    for f in result.features:
+        table.add_row(f.feature, f.kind, f.method, _fmt(f.score), "[bold red]yes[/]" if f.drifted else "no")
+    console.print(table)
+    console.print(f"{len(result.drifted)}/{len(result.features)} drifted; sampled {result.reference_sampled:,} "
+                  f"training / {result.current_sampled:,} served rows; {result.seconds:.1f}s")
+    _where(result.files)
+
+
+def consistency(since: SinceOpt = None, until: UntilOpt = None) -> None:
+    """Served features vs their point-in-time recomputation from the offline store (mismatch rate per feature)."""
+    from mlplatform.settings import get_settings
+    from monitoring.consistency import run_consistency
+
+    result = run_consistency(get_settings(), *_window(since, until))
+    table = Table("feature", "compared", "mismatches", "rate",
+                  title=f"online/offline consistency ({result.window.describe()})")
+    for f in result.features:
+        style = "bold red" if f.mismatches else ""
+        table.add_row(f.feature, f"{f.compared:,}", f"{f.mismatches:,}", f"{f.rate:.2%}", style=style)
+    console.print(table)
+    for f in result.worst()[:3]:
+        for e in f.examples[:2]:
+            console.print(f"  e.g. {f.feature}: request {e['request_id']} served {e['served']} offline {e['offline']}",
+                          highlight=False)
+    console.print(f"{result.compared:,} of {result.requests:,} requests compared; {result.skipped_backdated:,} "
+                  f"back-dated skipped; {result.seconds:.1f}s")
+    _where(result.files)
+
+
+def quality(since: SinceOpt = None, until: UntilOpt = None,
+            as_of: Annotated[str | None, typer.Option(help="Count labels arrived by then (default now).")] = None,
+            ) -> None:
+    """Live ROC AUC, PR AUC and calibration from served predictions and arrived labels; serving figures."""
+    from mlplatform.cli import parse_time
+    from mlplatform.settings import get_settings
+    from monitoring.quality import run_quality
+
+    settings = get_settings()
+    result = run_quality(settings, *_window(since, until), as_of=parse_time(as_of))
+    table = Table("model", "labeled", "fraud", "ROC AUC", "(train)", "PR AUC", "(train)", "Brier", "ECE",
+                  title=f"live quality ({result.window.describe()}, labels by {result.as_of:%Y-%m-%d %H:%M}Z)")
+    for r in result.by_version:
+        tr = r.get("training", {})
+        table.add_row(f"{r['model_name']} v{r['model_version']}", f"{r['rows']:,}", str(r["positives"]),
+                      _fmt(r["roc_auc"]), _fmt(tr.get("roc_auc")), _fmt(r["pr_auc"]), _fmt(tr.get("pr_auc")),
+                      _fmt(r["brier"], ".4f"), _fmt(r["ece"], ".4f"))
+    console.print(table)
+    serving = Table("model", "served", "fallbacks", "latency ms min/mean/max", "registered", "promoted",
+                    "first served", title="serving")
+    for r in result.serving:
+        serving.add_row(f"{r['model_name']} v{r['model_version']}", f"{r['served']:,}", str(r["fallbacks"]),
+                        f"{r['latency_ms_min']:.1f} / {r['latency_ms_mean']:.1f} / {r['latency_ms_max']:.1f}",
+                        str(r.get("registered_at") or "")[:19], str(r.get("promoted_at") or "")[:19],
+                        r["first_served_at"][:19])
+    console.print(serving)
+    _where(result.files)
+
+
+def check(
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    retrain: Annotated[bool, typer.Option("--retrain", help="On a breach, request retraining: `mlplatform "
+                                          "train --if-needed`, then `models promote` (its gate decides).")] = False,
+) -> None:
+    """Run skew, consistency and quality against the thresholds; exit 10 naming each breach, 0 if none."""
+    from mlplatform.settings import get_settings
+    from monitoring.check import run_check
+
+    result = run_check(get_settings(), *_window(since, until), retrain=retrain)
+    table = Table("check", "status", "summary", title="monitoring check")
+    for p in result.parts:
+        colour = {"breach": "bold red", "ok": "green", "error": "yellow"}.get(p.status, "")
+        table.add_row(p.name, f"[{colour}]{p.status}[/]" if colour else p.status, p.headline)
+    console.print(table)
+    for b in result.breaches:
+        err_console.print(f"[bold red]breach:[/] {b}", highlight=False, soft_wrap=True)
+    for p in result.errors:
+        err_console.print(f"[yellow]{p.name} could not run:[/] {p.error}", highlight=False, soft_wrap=True)
+    if result.retrain:
+        r = result.retrain
+        outcome = (f"new version v{r['new_version']} {'promoted' if r['promoted'] else 'refused by the promotion gate'}"
+                   if "new_version" in r else f"no new version (train exited {r.get('train_exit_code')})")
+        console.print(f"retraining requested ({r['request']}): {outcome}", highlight=False)
+    _where(result.files)
+    raise typer.Exit(result.exit_code)
+
+
+def replay(
+    url: Annotated[str | None, typer.Option(help="Service base URL (default: serving_host:serving_port).")] = None,
+    period: Annotated[str | None, typer.Option(help="Generated period to replay (default: the latest).")] = None,
+    limit: Annotated[int, typer.Option(help="Send at most this many transactions (uniform sample; 0 = all).")] = 5000,
+) -> None:
+    """Send a generated period's transactions to the running service (moved forward to end now), then wait for logs."""
+    from mlplatform.settings import get_settings
+    from monitoring.replay import replay as run_replay
+
+    settings = get_settings()
+    result = run_replay(settings, url, period, limit)
+    console.print(f"replayed {result.sent:,} transactions of {result.period} (+{result.shift_days} days), "
+                  f"{result.failed:,} failed, in {result.seconds:.1f}s")
+    time.sleep(settings.feature_log_flush_seconds + 0.5)  # let the service's feature-log writer flush them
+
+
+def build_monitor_app(friendly: Callable) -> typer.Typer:
+    """The `monitor` command group, each command wrapped by the CLI's error-to-message decorator."""
+    monitor_app = typer.Typer(help="Skew, consistency and live quality of served models; thresholds and retraining.",
+                              no_args_is_help=True)
+    for name, fn in (("skew", skew), ("consistency", consistency), ("quality", quality), ("check", check),
+                     ("replay", replay)):
+        monitor_app.command(name)(friendly(fn))
+    return monitor_app

@@ -1,0 +1,1 @@
+"""Online predictions: a FastAPI service joining Redis features with warm XGBoost models."""

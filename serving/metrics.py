@@ -1,0 +1,65 @@
+"""Prometheus metrics of the service, on a registry of its own so each app (and test) counts separately."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class ServingMetrics:
+    """Request counts and latencies per model version, cache, fallbacks, missing/stale features, log backlog."""
+
+    def __init__(self) -> None:
+        _in_process_values()
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.predictions = Counter("mlplatform_predictions", "Predictions served, per model version and role.",
+                                   ["model", "version", "role"], registry=r)
+        self.latency = Histogram("mlplatform_prediction_latency_seconds",
+                                 "End-to-end predict latency inside the service, per model version.",
+                                 ["model", "version"], buckets=LATENCY_BUCKETS, registry=r)
+        self.requests = Counter("mlplatform_requests", "HTTP requests per endpoint and status code.",
+                                ["endpoint", "status"], registry=r)
+        self.cache_hits = Counter("mlplatform_cache_hits", "Prediction cache hits.", registry=r)
+        self.cache_misses = Counter("mlplatform_cache_misses", "Prediction cache misses.", registry=r)
+        self.fallbacks = Counter("mlplatform_fallbacks", "Answers given by a fallback model, per reason.",
+                                 ["reason"], registry=r)
+        self.missing = Counter("mlplatform_missing_features", "Model inputs that had no value, per feature.",
+                               ["feature"], registry=r)
+        self.stale = Counter("mlplatform_stale_features", "Model inputs older than their view's TTL, per feature.",
+                             ["feature"], registry=r)
+        self.shadow = Counter("mlplatform_shadow_predictions", "Shadow predictions logged (never returned).",
+                              ["model", "version", "outcome"], registry=r)
+        self.swaps = Counter("mlplatform_model_swaps", "Times the served model set changed.", registry=r)
+        self.redis_errors = Counter("mlplatform_redis_errors", "Requests answered 503 because Redis failed.",
+                                    registry=r)
+        self.log_rows = Counter("mlplatform_feature_log_rows_written", "Feature-log rows written to Parquet.",
+                                registry=r)
+        self.log_backlog = Gauge("mlplatform_feature_log_backlog", "Feature-log rows waiting to be written.",
+                                 registry=r)
+        self.model_info = Gauge("mlplatform_model_info", "Models in the pool (1 = loaded and warm).",
+                                ["role", "model", "version"], registry=r)
+
+    def track_backlog(self, fn: Callable[[], float]) -> None:
+        """Read the feature-log backlog from ``fn`` at scrape time."""
+        self.log_backlog.set_function(fn)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+
+def _in_process_values() -> None:
+    """Keep metric values in this process's memory.
+
+    Importing Feast sets PROMETHEUS_MULTIPROC_DIR (feast/metrics.py), which silently switches prometheus_client to
+    file-backed multi-process values; our per-app registries would then render empty. Each uvicorn worker keeps
+    its own metrics instead.
+    """
+    from prometheus_client import values
+
+    if values.ValueClass is not values.MutexValue:
+        values.ValueClass = values.MutexValue

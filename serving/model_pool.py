@@ -1,0 +1,168 @@
+"""The model pool: models loaded from the registry, warmed before they take traffic, swapped atomically.
+
+Requests read ``pool.state`` once and keep that snapshot, so a swap never touches an in-flight request: the old
+boosters stay alive until the last request holding them finishes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """A registered version with its booster in memory, warmed and ready."""
+
+    info: Any  # mlplatform.models.registry.ModelVersion
+    booster: Any  # xgboost.Booster
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def version(self) -> int:
+        return self.info.version
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self.info.feature_names
+
+    @property
+    def feature_service(self) -> str:
+        return self.info.feature_service
+
+    def vector(self, values: dict[str, Any]) -> np.ndarray:
+        """The model's input row from feature values (None becomes NaN, XGBoost's missing)."""
+        return np.array([np.nan if (v := values.get(n)) is None else float(v) for n in self.feature_names],
+                        dtype=np.float64)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Scores (probabilities) for the rows of ``X``."""
+        return np.asarray(self.booster.inplace_predict(X), dtype=np.float64).reshape(-1)
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """Per-feature SHAP contributions (last column: bias), in log-odds, for the rows of ``X``."""
+        import xgboost as xgb
+
+        return self.booster.predict(xgb.DMatrix(X, missing=np.nan), pred_contribs=True)
+
+    def warm(self, n: int) -> None:
+        """A few dummy predictions (single rows, a batch, contributions) so the first request pays nothing."""
+        width = len(self.feature_names)
+        rng = np.random.default_rng(0)
+        for _ in range(n):
+            self.predict(rng.normal(size=(1, width)))
+        batch = rng.normal(size=(64, width))
+        batch[::3] = np.nan
+        out = self.predict(batch)
+        if out.shape != (64,) or not np.all(np.isfinite(out)):
+            raise ValueError(f"warm-up of {self.name} v{self.version} gave unusable scores")
+        self.contributions(batch[:2])
+
+
+@dataclass(frozen=True)
+class PoolState:
+    """One consistent set of served models; replaced as a whole on every change."""
+
+    golden: LoadedModel | None = None
+    previous_golden: LoadedModel | None = None
+    challengers: list[LoadedModel] = field(default_factory=list)
+    shadows: list[LoadedModel] = field(default_factory=list)
+    golden_error: str | None = None
+    errors: dict[int, str] = field(default_factory=dict)
+    generation: int = 0
+
+    def key(self) -> tuple:
+        """What identifies this set of models (used to tell whether anything changed)."""
+        def v(m: LoadedModel | None) -> int | None:
+            return None if m is None else m.version
+        return (v(self.golden), v(self.previous_golden), tuple(m.version for m in self.challengers),
+                tuple(m.version for m in self.shadows), self.golden_error)
+
+    def loaded(self) -> list[tuple[str, LoadedModel]]:
+        """(role, model) for every model in the pool."""
+        out = [("golden", self.golden), ("previous_golden", self.previous_golden)]
+        out += [("challenger", m) for m in self.challengers] + [("shadow", m) for m in self.shadows]
+        return [(r, m) for r, m in out if m is not None]
+
+
+class ModelPool:
+    """Keeps the registry's golden, previous golden, challengers and shadows loaded and warm."""
+
+    def __init__(
+        self,
+        registry,
+        warmup_predictions: int = 16,
+        check_model: Callable[[Any], None] | None = None,
+        on_swap: Callable[[PoolState, PoolState], None] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.warmup_predictions = warmup_predictions
+        self.check_model = check_model
+        self.on_swap = on_swap
+        self.state = PoolState()
+        self._loaded: dict[tuple[int, str], LoadedModel] = {}
+        self._lock = threading.Lock()
+
+    def load(self, info) -> LoadedModel:
+        """Load (or reuse) and warm one version; raises if it cannot serve."""
+        key = (info.version, getattr(info, "booster_sha256", ""))
+        cached = self._loaded.get(key)
+        if cached is not None:
+            return cached
+        if self.check_model is not None:
+            self.check_model(info)
+        booster = self.registry.load_booster(info.version)
+        booster.set_param({"nthread": 1})  # one row per call: threads only add overhead
+        model = LoadedModel(info, booster)
+        model.warm(self.warmup_predictions)
+        self._loaded[key] = model
+        return model
+
+    def refresh(self) -> bool:
+        """Re-read the registry's aliases, load and warm what is new, then swap atomically. True if changed."""
+        from mlplatform.models.registry import CHALLENGER, SHADOW
+
+        with self._lock:
+            errors: dict[int, str] = {}
+
+            def try_load(info) -> LoadedModel | None:
+                if info is None:
+                    return None
+                try:
+                    return self.load(info)
+                except Exception as exc:  # a broken model must never take the service down
+                    errors[info.version] = f"{type(exc).__name__}: {exc}"
+                    log.error("model %s v%s cannot serve: %s", info.name, info.version, exc)
+                    return None
+
+            golden_info = self.registry.golden()
+            previous_info = self.registry.previous_golden()
+            golden = try_load(golden_info)
+            previous = try_load(previous_info)
+            challengers = [m for m in map(try_load, self.registry.with_alias(CHALLENGER)) if m is not None]
+            shadows = [m for m in map(try_load, self.registry.with_alias(SHADOW)) if m is not None]
+            golden_error = None
+            if golden_info is None:
+                golden_error = "no golden model in the registry"
+            elif golden is None:
+                golden_error = f"{golden_info.name} v{golden_info.version}: {errors[golden_info.version]}"
+            old = self.state
+            new = PoolState(golden, previous, challengers, shadows, golden_error, errors, old.generation + 1)
+            if new.key() == old.key():
+                return False
+            self.state = new  # the swap: one reference assignment
+            keep = {(m.version, getattr(m.info, "booster_sha256", "")) for _, m in new.loaded()}
+            self._loaded = {k: m for k, m in self._loaded.items() if k in keep}
+        if self.on_swap is not None:
+            self.on_swap(old, new)
+        return True

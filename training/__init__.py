@@ -1,0 +1,1 @@
+"""The model trainer's journey: point-in-time training sets, splits, XGBoost, evaluation, retraining."""
