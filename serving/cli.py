@@ -27,3 +27,42 @@ def serve(
         port=port or settings.serving_port, workers=workers, log_level=log_level, access_log=False,
         timeout_graceful_shutdown=30,
     )
+
+
+def predict(
+    customer_id: Annotated[int, typer.Option(help="Card holder.")],
+    merchant_id: Annotated[int, typer.Option(help="Merchant.")],
+    amount: Annotated[float, typer.Option(help="Amount of the transaction.")],
+    timestamp: Annotated[str | None, typer.Option(help="Time of the transaction, ISO-8601 (default now).")] = None,
+    url: Annotated[str | None, typer.Option(help="Service base URL (default: serving_host:serving_port).")] = None,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the service to be ready.")] = 0.0,
+    explain: Annotated[bool, typer.Option("--explain", help="Add per-feature contributions.")] = False,
+) -> None:
+    """Ask a running service for one fraud score over HTTP and print its answer."""
+    import json
+    import time
+    from datetime import UTC, datetime
+
+    import httpx
+
+    from mlplatform.errors import InvalidInputError, OnlineStoreUnavailable
+    from mlplatform.settings import get_settings
+
+    settings = get_settings()
+    base = (url or f"http://{settings.serving_host}:{settings.serving_port}").rstrip("/")
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() >= deadline:
+            raise OnlineStoreUnavailable(f"the service at {base} is not ready (start it with `mlplatform serve`)")
+        time.sleep(0.5)
+    body = {"customer_id": customer_id, "merchant_id": merchant_id, "amount": amount,
+            "timestamp": timestamp or datetime.now(UTC).isoformat()}
+    answer = httpx.post(f"{base}/v1/predict", params={"explain": str(explain).lower()}, json=body, timeout=10)
+    if answer.status_code >= 400:
+        raise InvalidInputError(f"the service answered {answer.status_code}: {answer.text}")
+    typer.echo(json.dumps(answer.json(), indent=2))

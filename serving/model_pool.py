@@ -47,13 +47,14 @@ class LoadedModel:
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Scores (probabilities) for the rows of ``X``."""
-        return np.asarray(self.booster.inplace_predict(X), dtype=np.float64).reshape(-1)
+        # columns are in the registered signature's order (checked at load), so XGBoost need not re-check names
+        return np.asarray(self.booster.inplace_predict(X, validate_features=False), dtype=np.float64).reshape(-1)
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """Per-feature SHAP contributions (last column: bias), in log-odds, for the rows of ``X``."""
         import xgboost as xgb
 
-        return self.booster.predict(xgb.DMatrix(X, missing=np.nan), pred_contribs=True)
+        return self.booster.predict(xgb.DMatrix(X, missing=np.nan), pred_contribs=True, validate_features=False)
 
     def warm(self, n: int) -> None:
         """A few dummy predictions (single rows, a batch, contributions) so the first request pays nothing."""
@@ -122,6 +123,9 @@ class ModelPool:
         if self.check_model is not None:
             self.check_model(info)
         booster = self.registry.load_booster(info.version)
+        if booster.feature_names and list(booster.feature_names) != list(info.feature_names):
+            raise ValueError(f"{info.name} v{info.version}: the booster's feature names {booster.feature_names} "
+                             f"differ from its registered signature {info.feature_names}")
         booster.set_param({"nthread": 1})  # one row per call: threads only add overhead
         model = LoadedModel(info, booster)
         model.warm(self.warmup_predictions)

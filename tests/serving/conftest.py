@@ -115,7 +115,7 @@ def trained_models(applied_world, tmp_path_factory) -> TrainedModels:
     for p in MODEL_PARAMS:
         params = {"objective": "binary:logistic", "max_depth": p["max_depth"], "eta": p["eta"], "seed": p["seed"],
                   "nthread": 1}
-        booster = xgb.train(params, xgb.DMatrix(X, label=labels, missing=np.nan), num_boost_round=p["rounds"])
+        booster = xgb.train(params, xgb.DMatrix(X, label=labels, missing=np.nan, feature_names=names), num_boost_round=p["rounds"])
         mv = registry.register(booster, feature_names=names, feature_types=types,
                                feature_service=settings.feature_service, metrics={"rows": float(len(X))},
                                params=p, lineage={"fingerprint": f"serving-test-{p['seed']}"},
