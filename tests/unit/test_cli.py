@@ -52,3 +52,12 @@ def test_env_prints_the_feast_placeholders(tmp_path, monkeypatch):
         assert f"export {var}=" in res.output
     yaml_text = (get_settings().feature_repo / "feature_store.yaml").read_text()
     assert all(f"${{{var}}}" in yaml_text for var in ("MLPLATFORM_REDIS_ADDR", "MLPLATFORM_REGISTRY"))
+
+
+def test_unexpected_errors_are_a_message_not_a_traceback(tmp_path, monkeypatch):
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "manifest.json").write_text("{not json")  # corrupt state a user can end up with
+    res = _invoke(["features", "build"], tmp_path, monkeypatch)
+    assert res.exit_code == 1
+    assert "unexpected error" in res.output and "MLPLATFORM_DEBUG" in res.output
+    assert "Traceback" not in res.output
