@@ -42,11 +42,10 @@ def render(results: dict[str, list[dict]], quick: bool) -> str:
         "| benchmark | metric | value | unit | note |",
         "|---|---|---:|---|---|",
     ]
-    for module, rows in results.items():
+    for rows in results.values():
         for row in rows:
-            lines.append(
-                f"| {row['benchmark']} | {row['metric']} | {_fmt(float(row['value']))} | {row['unit']} | {row.get('note', '')} |"
-            )
+            value = _fmt(float(row["value"]))
+            lines.append(f"| {row['benchmark']} | {row['metric']} | {value} | {row['unit']} | {row.get('note', '')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -19,8 +19,11 @@ from mlplatform.settings import get_settings
 console = Console()
 err_console = Console(stderr=True)
 
-app = typer.Typer(help="mlplatform: from raw events to monitored online predictions.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="mlplatform: from raw events to monitored online predictions.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 data_app = typer.Typer(help="Synthetic raw data.", no_args_is_help=True)
 features_app = typer.Typer(help="Feature pipelines, checks and online reads.", no_args_is_help=True)
 redis_app = typer.Typer(help="The embedded Redis used by the demo.", no_args_is_help=True)
@@ -44,8 +47,12 @@ def friendly(fn):
         except Exception as exc:
             if get_settings().debug:
                 raise
-            err_console.print(f"[bold red]unexpected error:[/] {type(exc).__name__}: {exc}", highlight=False,
-                              soft_wrap=True, markup=False)
+            err_console.print(
+                f"[bold red]unexpected error:[/] {type(exc).__name__}: {exc}",
+                highlight=False,
+                soft_wrap=True,
+                markup=False,
+            )
             err_console.print("(a bug: set MLPLATFORM_DEBUG=1 for the traceback and report it)")
             raise typer.Exit(1) from None
 
@@ -88,8 +95,9 @@ def data_generate(
     from mlplatform.data.generator import DEFAULT_START, WorldSpec, generate
 
     settings = get_settings()
-    spec = WorldSpec(customers=customers, days=days, seed=seed, drift_days=drift_days,
-                     start=parse_time(start) or DEFAULT_START)
+    spec = WorldSpec(
+        customers=customers, days=days, seed=seed, drift_days=drift_days, start=parse_time(start) or DEFAULT_START
+    )
     t0 = time.perf_counter()
     written = generate(spec, settings.data_path, drift=drift)
     table = Table("file", "status", title=f"raw data in {settings.data_path}")
@@ -180,7 +188,9 @@ def apply_cmd(
 @friendly
 def materialize_cmd(
     full: Annotated[bool, typer.Option("--full", help="Reload everything, not just what is new.")] = False,
-    end: Annotated[str | None, typer.Option(help="Materialize rows up to this time (default: the features build watermark).")] = None,
+    end: Annotated[
+        str | None, typer.Option(help="Materialize rows up to this time (default: the features build watermark).")
+    ] = None,
     view: Annotated[list[str] | None, typer.Option("--view", help="Only these feature views.")] = None,
 ) -> None:
     """Load feature rows into Redis: incremental by default, `--full` to reload everything."""
@@ -194,8 +204,14 @@ def materialize_cmd(
     table.columns[0].no_wrap = True
     total_rows = total_s = 0.0
     for r in results:
-        table.add_row(r.view, f"{r.start:%Y-%m-%d %H:%M}", f"{r.end:%Y-%m-%d %H:%M}", f"{r.rows:,}",
-                      f"{r.seconds:.2f}", f"{r.rows_per_second:,.0f}")
+        table.add_row(
+            r.view,
+            f"{r.start:%Y-%m-%d %H:%M}",
+            f"{r.end:%Y-%m-%d %H:%M}",
+            f"{r.rows:,}",
+            f"{r.seconds:.2f}",
+            f"{r.rows_per_second:,.0f}",
+        )
         total_rows += r.rows
         total_s += r.seconds
     console.print(table)

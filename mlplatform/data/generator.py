@@ -31,7 +31,9 @@ from mlplatform.errors import ConflictError, InvalidInputError
 DEFAULT_START = datetime(2026, 10, 1, tzinfo=UTC)
 SECONDS_PER_DAY = 86_400
 # Daily activity follows people: fewer transactions at night (UTC), more in the day and evening.
-HOUR_WEIGHTS = np.array([1, 0.6, 0.4, 0.3, 0.3, 0.5, 1, 2, 3, 3.5, 4, 4, 4.5, 4.5, 4, 4, 4, 4.5, 5, 5, 4.5, 3.5, 2.5, 1.5])
+HOUR_WEIGHTS = np.array(
+    [1, 0.6, 0.4, 0.3, 0.3, 0.5, 1, 2, 3, 3.5, 4, 4, 4.5, 4.5, 4, 4, 4, 4.5, 5, 5, 4.5, 3.5, 2.5, 1.5]
+)
 HOUR_WEIGHTS = HOUR_WEIGHTS / HOUR_WEIGHTS.sum()
 
 
@@ -174,7 +176,8 @@ def _period_transactions(
     e_secs = np.repeat(ep_start, ep_len) + rng.integers(0, 2400, size=ep_len.sum())
     risky = np.argsort(-m_risk)[: max(5, len(merchants) // 5)]
     e_merch = np.where(
-        rng.random(len(e_cust)) < 0.6, risky[rng.integers(0, len(risky), size=len(e_cust))],
+        rng.random(len(e_cust)) < 0.6,
+        risky[rng.integers(0, len(risky), size=len(e_cust))],
         rng.integers(0, len(merchants), size=len(e_cust)),
     )
     e_amount = typical[e_cust] * np.exp(rng.normal(1.0, 0.6, size=len(e_cust))) * amount_scale
@@ -318,17 +321,29 @@ def generate(spec: WorldSpec, data_dir: Path, drift: bool = False) -> dict[str, 
     written["raw/merchants.parquet"] = write_immutable(raw / "merchants.parquet", _parquet_bytes(public_merchants))
     for gp in parts:
         name = gp.period.name + ".parquet"
-        written[f"raw/transactions/{name}"] = write_immutable(raw / "transactions" / name, _parquet_bytes(gp.transactions))
+        written[f"raw/transactions/{name}"] = write_immutable(
+            raw / "transactions" / name, _parquet_bytes(gp.transactions)
+        )
         written[f"raw/labels/{name}"] = write_immutable(raw / "labels" / name, _parquet_bytes(gp.labels))
         written[f"oracle/{name}"] = write_immutable(data_dir / "oracle" / name, _parquet_bytes(gp.oracle))
     # The latent world (typical amounts, merchant risk) is oracle material too: handy for tests, never a feature.
-    written["oracle/customers.parquet"] = write_immutable(data_dir / "oracle" / "customers.parquet", _parquet_bytes(customers))
-    written["oracle/merchants.parquet"] = write_immutable(data_dir / "oracle" / "merchants.parquet", _parquet_bytes(merchants))
+    written["oracle/customers.parquet"] = write_immutable(
+        data_dir / "oracle" / "customers.parquet", _parquet_bytes(customers)
+    )
+    written["oracle/merchants.parquet"] = write_immutable(
+        data_dir / "oracle" / "merchants.parquet", _parquet_bytes(merchants)
+    )
     manifest = {
         "spec": {**asdict(spec), "start": spec.start.isoformat()},
         "periods": [
-            {"name": gp.period.name, "start": gp.period.start.isoformat(), "end": gp.period.end.isoformat(),
-             "drifted": gp.period.drifted, "transactions": len(gp.transactions), "labels": len(gp.labels)}
+            {
+                "name": gp.period.name,
+                "start": gp.period.start.isoformat(),
+                "end": gp.period.end.isoformat(),
+                "drifted": gp.period.drifted,
+                "transactions": len(gp.transactions),
+                "labels": len(gp.labels),
+            }
             for gp in parts
         ],
     }

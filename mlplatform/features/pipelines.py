@@ -245,7 +245,9 @@ def build_features(data_dir: Path, since: datetime | str | None = None) -> Build
         except (ValueError, TypeError) as exc:
             raise InvalidInputError(f"--since: cannot read {since!r} as a timestamp ({exc})") from exc
     if since_ts is not None and since_ts > until:
-        raise InvalidInputError(f"--since {since_ts.isoformat()} is after the end of the raw data ({until.isoformat()}).")
+        raise InvalidInputError(
+            f"--since {since_ts.isoformat()} is after the end of the raw data ({until.isoformat()})."
+        )
     if since_ts is not None and any(not (features_dir / f"{t}.parquet").exists() for t in WINDOWED_TABLES):
         raise DataNotFoundError("--since needs an earlier full build; run `mlplatform features build` first.")
 
@@ -263,7 +265,9 @@ def build_features(data_dir: Path, since: datetime | str | None = None) -> Build
             else:
                 new = _normalise(compute_table(con, name, data_dir, since_ts, until))
                 old = pq.read_table(path)
-                keep = old.filter(pa.compute.less(old["event_timestamp"], pa.scalar(since_ts, pa.timestamp("us", tz="UTC"))))
+                keep = old.filter(
+                    pa.compute.less(old["event_timestamp"], pa.scalar(since_ts, pa.timestamp("us", tz="UTC")))
+                )
                 table = pa.concat_tables([keep, new.cast(keep.schema)])
                 appended[name] = new.num_rows
             write_atomic(table, path)
@@ -271,4 +275,6 @@ def build_features(data_dir: Path, since: datetime | str | None = None) -> Build
     finally:
         con.close()
     (features_dir / STATE_FILE).write_text(json.dumps({"until": until.isoformat()}))
-    return BuildResult(appended, total, since_ts.to_pydatetime() if since_ts is not None else None, until.to_pydatetime())
+    return BuildResult(
+        appended, total, since_ts.to_pydatetime() if since_ts is not None else None, until.to_pydatetime()
+    )

@@ -68,7 +68,9 @@ def validate_definitions(settings: Settings) -> list[Problem]:
         if path is None:
             continue
         if not path.exists():
-            problems.append(Problem(fname, view.name, "*", "a Parquet file", "no such file (run `mlplatform features build`)"))
+            problems.append(
+                Problem(fname, view.name, "*", "a Parquet file", "no such file (run `mlplatform features build`)")
+            )
             continue
         try:
             meta = pq.read_metadata(path)

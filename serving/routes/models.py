@@ -7,7 +7,6 @@ import asyncio
 from fastapi import APIRouter, Body
 
 from mlplatform.errors import ConflictError
-
 from serving.deps import AdminDep, ContextDep
 from serving.model_pool import LoadedModel
 from serving.schemas import ModelsResponse, ModelState, PromoteRequest, PromoteResponse

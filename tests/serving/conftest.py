@@ -66,12 +66,14 @@ def make_txns(settings, n: int, seed: int, when: pd.Timestamp, unknown: int = 0)
     raw = read_raw(settings.data_path)
     customers = raw["transactions"]["customer_id"].unique()
     merchants = raw["transactions"]["merchant_id"].unique()
-    frame = pd.DataFrame({
-        "transaction_id": np.arange(n + unknown) + 10_000_000 * (seed + 1),
-        "customer_id": np.concatenate([rng.choice(customers, n), rng.integers(50_000_000, 50_001_000, unknown)]),
-        "merchant_id": np.concatenate([rng.choice(merchants, n), rng.integers(60_000_000, 60_001_000, unknown)]),
-        "amount": np.round(rng.lognormal(3.3, 0.9, n + unknown), 2),
-    })
+    frame = pd.DataFrame(
+        {
+            "transaction_id": np.arange(n + unknown) + 10_000_000 * (seed + 1),
+            "customer_id": np.concatenate([rng.choice(customers, n), rng.integers(50_000_000, 50_001_000, unknown)]),
+            "merchant_id": np.concatenate([rng.choice(merchants, n), rng.integers(60_000_000, 60_001_000, unknown)]),
+            "amount": np.round(rng.lognormal(3.3, 0.9, n + unknown), 2),
+        }
+    )
     # seconds spread over an hour after `when`, so hour-of-day and time-since-last features vary
     frame["event_timestamp"] = when + pd.to_timedelta(rng.integers(0, 3600, n + unknown), unit="s")
     return frame
@@ -79,10 +81,13 @@ def make_txns(settings, n: int, seed: int, when: pd.Timestamp, unknown: int = 0)
 
 def txn_body(row) -> dict:
     """The POST /v1/predict body of a transaction row."""
-    return {"customer_id": int(row.customer_id), "merchant_id": int(row.merchant_id), "amount": float(row.amount),
-            "transaction_ts": int(pd.Timestamp(row.event_timestamp).timestamp()),
-            "transaction_id": str(row.transaction_id)}
-
+    return {
+        "customer_id": int(row.customer_id),
+        "merchant_id": int(row.merchant_id),
+        "amount": float(row.amount),
+        "transaction_ts": int(pd.Timestamp(row.event_timestamp).timestamp()),
+        "transaction_id": str(row.transaction_id),
+    }
 
 
 @pytest.fixture(scope="session")
@@ -113,17 +118,31 @@ def trained_models(applied_world, tmp_path_factory) -> TrainedModels:
     saved = frame[["row_id", "event_timestamp", *names]].assign(is_fraud=labels, split="test")
     saved.to_parquet(training_set)
     for p in MODEL_PARAMS:
-        params = {"objective": "binary:logistic", "max_depth": p["max_depth"], "eta": p["eta"], "seed": p["seed"],
-                  "nthread": 1}
-        booster = xgb.train(params, xgb.DMatrix(X, label=labels, missing=np.nan, feature_names=names), num_boost_round=p["rounds"])
-        mv = registry.register(booster, feature_names=names, feature_types=types,
-                               feature_service=settings.feature_service, metrics={"rows": float(len(X))},
-                               params=p, lineage={"fingerprint": f"serving-test-{p['seed']}"},
-                               training_set_path=training_set)
+        params = {
+            "objective": "binary:logistic",
+            "max_depth": p["max_depth"],
+            "eta": p["eta"],
+            "seed": p["seed"],
+            "nthread": 1,
+        }
+        booster = xgb.train(
+            params, xgb.DMatrix(X, label=labels, missing=np.nan, feature_names=names), num_boost_round=p["rounds"]
+        )
+        mv = registry.register(
+            booster,
+            feature_names=names,
+            feature_types=types,
+            feature_service=settings.feature_service,
+            metrics={"rows": float(len(X))},
+            params=p,
+            lineage={"fingerprint": f"serving-test-{p['seed']}"},
+            training_set_path=training_set,
+        )
         versions.append(mv.version)
     features = settings.features_dir
-    latest = max(pd.read_parquet(f, columns=["event_timestamp"])["event_timestamp"].max()
-                 for f in features.glob("*.parquet"))
+    latest = max(
+        pd.read_parquet(f, columns=["event_timestamp"])["event_timestamp"].max() for f in features.glob("*.parquet")
+    )
     scoring_time = (pd.Timestamp(latest).ceil("h") + pd.Timedelta(hours=1)).tz_convert("UTC")
     return TrainedModels({"models_dir": models_dir}, versions, names, types, scoring_time, models_dir)
 
@@ -143,14 +162,19 @@ def online_world(applied_world, redis_addr):
     return settings
 
 
-def set_aliases(settings, golden: int | None, previous: int | None = None, challenger: int | None = None,
-                shadow: int | None = None) -> None:
+def set_aliases(
+    settings, golden: int | None, previous: int | None = None, challenger: int | None = None, shadow: int | None = None
+) -> None:
     """Point the registry's aliases at versions (None removes the alias)."""
     from mlplatform.models.registry import ModelRegistry
 
     registry = ModelRegistry(settings)
-    for alias, version in (("golden", golden), ("previous_golden", previous), ("challenger", challenger),
-                           ("shadow", shadow)):
+    for alias, version in (
+        ("golden", golden),
+        ("previous_golden", previous),
+        ("challenger", challenger),
+        ("shadow", shadow),
+    ):
         if version is None:
             registry.delete_alias(alias)
         else:
@@ -162,17 +186,25 @@ def serving_settings(online_world, trained_models, tmp_path):
     """Settings of one service: the shared feature registry and models, a private feature-log folder."""
 
     def build(**overrides):
-        kwargs = {"models_dir": trained_models.models_dir, "serving_api_key": "test-key",
-                  "serving_model_refresh_seconds": 0.5, "feature_log_flush_seconds": 0.2,
-                  "serving_latency_budget_ms": 0.0}
+        kwargs = {
+            "models_dir": trained_models.models_dir,
+            "serving_api_key": "test-key",
+            "serving_model_refresh_seconds": 0.5,
+            "feature_log_flush_seconds": 0.2,
+            "serving_latency_budget_ms": 0.0,
+        }
         kwargs.update(overrides)
         data_dir = tmp_path / "serving-data"
         data_dir.mkdir(exist_ok=True)
         from mlplatform.settings import Settings
         from tests.conftest import TEST_REDIS_ADDR
 
-        settings = Settings(data_dir=data_dir, redis_addr=kwargs.pop("redis_addr", TEST_REDIS_ADDR),
-                            registry=online_world.registry_path, **kwargs)
+        settings = Settings(
+            data_dir=data_dir,
+            redis_addr=kwargs.pop("redis_addr", TEST_REDIS_ADDR),
+            registry=online_world.registry_path,
+            **kwargs,
+        )
         settings.export_feast_env()
         return settings
 
@@ -188,8 +220,11 @@ class LiveServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.app = app
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    lifespan="on", timeout_graceful_shutdown=10))
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", timeout_graceful_shutdown=10
+            )
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> LiveServer:

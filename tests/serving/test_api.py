@@ -64,9 +64,10 @@ def test_admin_endpoints_need_the_api_key(client, trained_models):
 
 
 def test_push_writes_stream_features_through_feast(client, store):
-    rows = [{"customer_id": 4242, "last_amount": 77.25, "last_merchant_id": 10003, "event_timestamp": 1_791_000_000},
-            {"customer_id": 4243, "last_amount": 5.5, "last_merchant_id": 10004,
-             "event_timestamp": "2026-10-03T04:40:00Z"}]
+    rows = [
+        {"customer_id": 4242, "last_amount": 77.25, "last_merchant_id": 10003, "event_timestamp": 1_791_000_000},
+        {"customer_id": 4243, "last_amount": 5.5, "last_merchant_id": 10004, "event_timestamp": "2026-10-03T04:40:00Z"},
+    ]
     r = client.post("/v1/push", json={"rows": rows}, headers={"X-API-Key": "test-key"})
     assert r.status_code == 200, r.text
     got = store.get_online_features(
@@ -82,8 +83,9 @@ def test_push_writes_stream_features_through_feast(client, store):
 
 def test_promote_endpoint_swaps_the_model_in(client, trained_models):
     v1, v2, _ = trained_models.versions
-    r = client.post(f"/v1/models/{v2}/promote", json={"force": True, "reason": "serving test"},
-                    headers={"X-API-Key": "test-key"})
+    r = client.post(
+        f"/v1/models/{v2}/promote", json={"force": True, "reason": "serving test"}, headers={"X-API-Key": "test-key"}
+    )
     assert r.status_code == 200, r.text
     assert r.json()["golden"]["version"] == v2 and r.json()["previous_golden"]["version"] == v1
     assert client.post("/v1/predict", json=GOOD).json()["model"]["version"] == v2
@@ -99,17 +101,27 @@ def test_promote_endpoint_refused_by_the_gate_is_a_409(client, trained_models):
     frame = pd.read_parquet(trained_models.models_dir / "training_set.parquet")
     X = frame[trained_models.feature_names].astype("float64").to_numpy()
     inverted = 1 - frame["is_fraud"].to_numpy()
-    booster = xgb.train({"objective": "binary:logistic", "max_depth": 3, "nthread": 1},
-                        xgb.DMatrix(X, label=inverted, missing=np.nan), num_boost_round=20)
+    booster = xgb.train(
+        {"objective": "binary:logistic", "max_depth": 3, "nthread": 1},
+        xgb.DMatrix(X, label=inverted, missing=np.nan),
+        num_boost_round=20,
+    )
     registry = ModelRegistry(client.settings)
     _ = registry.client
-    bad = registry.register(booster, feature_names=trained_models.feature_names, feature_types=trained_models.feature_types,
-                            feature_service=client.settings.feature_service, metrics={"rows": float(len(X))},
-                            params={"inverted": True}, lineage={"fingerprint": "inverted"},
-                            training_set_path=trained_models.models_dir / "training_set.parquet")
+    bad = registry.register(
+        booster,
+        feature_names=trained_models.feature_names,
+        feature_types=trained_models.feature_types,
+        feature_service=client.settings.feature_service,
+        metrics={"rows": float(len(X))},
+        params={"inverted": True},
+        lineage={"fingerprint": "inverted"},
+        training_set_path=trained_models.models_dir / "training_set.parquet",
+    )
     golden_before = registry.golden().version
-    r = client.post(f"/v1/models/{bad.version}/promote", json={"reason": "should be refused"},
-                    headers={"X-API-Key": "test-key"})
+    r = client.post(
+        f"/v1/models/{bad.version}/promote", json={"reason": "should be refused"}, headers={"X-API-Key": "test-key"}
+    )
     assert r.status_code == 409, r.text
     assert "refused" in r.text
     assert ModelRegistry(client.settings).golden().version == golden_before
