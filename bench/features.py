@@ -150,10 +150,11 @@ def _retrieval_vs_asof(table: pd.DataFrame, entity_rows: int, workdir: Path) -> 
     con = duckdb.connect()
     con.register("entities", entities)
     t0 = time.perf_counter()
+    within_ttl = "f.event_timestamp >= e.event_timestamp - INTERVAL 7 DAY"
+    columns = ", ".join(f"CASE WHEN {within_ttl} THEN f.{c} END AS {c}" for c in FEATURES)
     asof = con.sql(
         f"""
-        SELECT e.customer_id, e.event_timestamp,
-               {", ".join(f"CASE WHEN f.event_timestamp >= e.event_timestamp - INTERVAL 7 DAY THEN f.{c} END AS {c}" for c in FEATURES)}
+        SELECT e.customer_id, e.event_timestamp, {columns}
         FROM entities e ASOF LEFT JOIN read_parquet('{parquet}') f
           ON e.customer_id = f.customer_id AND e.event_timestamp >= f.event_timestamp
         """

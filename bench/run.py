@@ -67,6 +67,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     chosen = [m for m in MODULES if not args.only or m in args.only.split(",")]
     results: dict[str, list[dict]] = {}
+    table = ""
     previous = json.loads((HERE / "results.json").read_text()) if (HERE / "results.json").exists() else {}
     for name in chosen:
         try:
@@ -79,14 +80,19 @@ def main() -> None:
         print(f"== bench {name} ...", flush=True)
         results[name] = module.run(quick=args.quick)
         print(f"== bench {name} done in {time.perf_counter() - t0:.0f}s", flush=True)
-    # keep earlier results of modules not run this time, so --only refreshes one part
+        table = save(previous, results, args.quick)  # after each module: a long run keeps what it measured
+    print(table)
+
+
+def save(previous: dict, results: dict, quick: bool) -> str:
+    """Merge with earlier results (so --only refreshes one part), write results.json/.md and the README table."""
     merged = {**previous.get("results", {}), **results}
     merged = {m: merged[m] for m in MODULES if m in merged}
-    (HERE / "results.json").write_text(json.dumps({"quick": args.quick, "results": merged}, indent=2))
-    table = render(merged, args.quick)
+    (HERE / "results.json").write_text(json.dumps({"quick": quick, "results": merged}, indent=2))
+    table = render(merged, quick)
     (HERE / "results.md").write_text("# Benchmark results\n\n" + table)
     update_readme(table)
-    print(table)
+    return table
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from serving.model_pool import LoadedModel, ModelPool
 from serving.online_features import OnlineFeatureReader, OnlineFeatures
 
 log = logging.getLogger(__name__)
+HANG_GRACE_S = 0.25  # how far past the latency budget a model may run before it is abandoned as hung
 MAX_SHADOW_BACKLOG = 10_000
 
 
@@ -99,11 +100,18 @@ class Predictor:
         if not budget or self.budget_s <= 0:
             return model.predict(X)
         loop = asyncio.get_running_loop()
-        started = time.perf_counter()
-        scores = await asyncio.wait_for(loop.run_in_executor(self._executor, model.predict, X), self.budget_s)
-        if time.perf_counter() - started > self.budget_s:
-            # an answer that arrived in the same loop turn as the timeout is still late: same rule either way
-            raise TimeoutError(f"answered after the {self.budget_s * 1000:g} ms budget")
+
+        def timed() -> tuple[np.ndarray, float]:
+            started = time.perf_counter()
+            return model.predict(X), time.perf_counter() - started
+
+        # The budget judges the model's own compute time, not time spent queueing behind other requests in a
+        # saturated event loop (falling back would not help there: the previous golden waits in the same queue).
+        # A model that hangs is cut off after the budget plus HANG_GRACE_S.
+        scores, took = await asyncio.wait_for(loop.run_in_executor(self._executor, timed),
+                                              self.budget_s + HANG_GRACE_S)
+        if took > self.budget_s:
+            raise TimeoutError(f"took {took * 1000:.2f} ms, over the {self.budget_s * 1000:g} ms budget")
         return scores
 
     async def predict(self, requests: Sequence[ScoringRequest], explain: bool = False) -> list[Prediction]:
