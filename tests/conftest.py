@@ -26,6 +26,31 @@ def make_settings(data_dir: Path, **overrides) -> Settings:
     return settings
 
 
+def hold_back_last_period(data_dir: Path):
+    """Make a world look as if its last generated period had not arrived yet; returns (period start, bring_back).
+
+    ``bring_back()`` restores the held-back raw files and the manifest, as when new raw data arrives."""
+    import json
+
+    manifest_path = data_dir / "raw" / "manifest.json"
+    manifest_full = manifest_path.read_text()
+    manifest = json.loads(manifest_full)
+    last = manifest["periods"][-1]
+    part = last["name"] + ".parquet"
+    held = {d: (data_dir / "raw" / d / part).read_bytes() for d in ("transactions", "labels")}
+    for d in held:
+        (data_dir / "raw" / d / part).unlink()
+    manifest["periods"] = manifest["periods"][:-1]
+    manifest_path.write_text(json.dumps(manifest))
+
+    def bring_back() -> None:
+        for d, payload in held.items():
+            (data_dir / "raw" / d / part).write_bytes(payload)
+        manifest_path.write_text(manifest_full)
+
+    return last["start"], bring_back
+
+
 @pytest.fixture(scope="session")
 def world_dir(tmp_path_factory) -> Path:
     """Raw data (base + drifted period) and feature tables for a small world, built once per session."""

@@ -377,8 +377,8 @@ class AsofDuckDBOfflineStore(DuckDBOfflineStore):
     ) -> RetrievalJob:
         """Point-in-time features for each entity row (ASOF JOIN path, or Feast's own when unsupported)."""
         odfvs = OnDemandFeatureView.get_requested_odfvs(feature_refs, project, registry)
-        reason = unsupported_reason(feature_views, entity_df, odfvs, filter_by_created_timestamp)
-        if reason is not None:
+
+        def feasts_own(reason: str, entity_df=entity_df) -> RetrievalJob:
             logger.info("historical retrieval through Feast's DuckDB store: %s", reason)
             return DuckDBOfflineStore.get_historical_features(
                 config=config,
@@ -390,6 +390,10 @@ class AsofDuckDBOfflineStore(DuckDBOfflineStore):
                 full_feature_names=full_feature_names,
                 filter_by_created_timestamp=filter_by_created_timestamp,
             )
+
+        reason = unsupported_reason(feature_views, entity_df, odfvs, filter_by_created_timestamp)
+        if reason is not None:
+            return feasts_own(reason)
         assert isinstance(entity_df, pd.DataFrame)
         event_timestamp_col = offline_utils.infer_event_timestamp_from_entity_df(dict(entity_df.dtypes.items()))
         entity_df = _to_utc(entity_df.copy(deep=False), event_timestamp_col)  # strings -> UTC, as Feast does
@@ -404,16 +408,7 @@ class AsofDuckDBOfflineStore(DuckDBOfflineStore):
                 )
         clash = {out for j in joins for _, out in j.features} & set(entity_df.columns)
         if clash:
-            logger.info("historical retrieval through Feast's DuckDB store: entity df has feature columns %s", clash)
-            return DuckDBOfflineStore.get_historical_features(
-                config=config,
-                feature_views=feature_views,
-                feature_refs=feature_refs,
-                entity_df=entity_df,
-                registry=registry,
-                project=project,
-                full_feature_names=full_feature_names,
-            )
+            return feasts_own(f"entity df has feature columns {sorted(clash)}", entity_df)
         return AsofRetrievalJob(
             query=lambda: run_point_in_time(entity_df, event_timestamp_col, joins),
             on_demand_feature_views=odfvs,

@@ -82,32 +82,21 @@ def test_pushed_event_is_visible_on_next_read(materialized):
 
 def test_late_arriving_period_reaches_redis(world, redis_db):
     """A period built after a materialization (with earlier timestamps than now) still reaches Redis."""
-    import json
-
     from mlplatform.features.pipelines import build_features
+    from tests.conftest import hold_back_last_period
 
-    manifest_path = world / "raw" / "manifest.json"
-    manifest_full = manifest_path.read_text()
-    manifest = json.loads(manifest_full)
-    part = manifest["periods"][1]["name"] + ".parquet"
-    held = {d: (world / "raw" / d / part).read_bytes() for d in ("transactions", "labels")}
-    for d in held:
-        (world / "raw" / d / part).unlink()
-    manifest["periods"] = manifest["periods"][:1]
-    manifest_path.write_text(json.dumps(manifest))
+    late_start, bring_back = hold_back_last_period(world)
     settings = make_settings(world)
     build_features(world)
     apply_definitions(settings)
     materialize(settings)  # default end: the build watermark, not "now"
-    for d, payload in held.items():  # the drifted period arrives
-        (world / "raw" / d / part).write_bytes(payload)
-    manifest_path.write_text(manifest_full)
+    bring_back()  # the drifted period arrives
     build_features(world, since="last")
     second = materialize(settings)
     assert sum(r.rows for r in second if r.view == "customer_activity") > 0
     table = pd.read_parquet(settings.features_dir / "customer_activity.parquet")
     latest = table.sort_values("event_timestamp").groupby("customer_id").tail(1).set_index("customer_id")
-    late = latest[latest["event_timestamp"] >= pd.Timestamp(manifest["periods"][0]["end"])].sample(20, random_state=3)
+    late = latest[latest["event_timestamp"] >= pd.Timestamp(late_start)].sample(20, random_state=3)
     rows = [{"customer_id": int(c), "merchant_id": 10_001, "amount": 1.0, "transaction_ts": 1_800_000_000}
             for c in late.index]
     online = read_online(settings, rows)

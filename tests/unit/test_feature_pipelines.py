@@ -10,6 +10,7 @@ import pytest
 
 from mlplatform.errors import DataNotFoundError, InvalidInputError
 from mlplatform.features.pipelines import build_features, raw_watermark
+from tests.conftest import hold_back_last_period
 from tests.oracles import customer_change_points, read_raw
 
 
@@ -137,22 +138,9 @@ def test_incremental_build_appends_without_duplicates(world, tmp_path):
     inc = tmp_path / "inc"
     shutil.copytree(world, inc)
     shutil.rmtree(inc / "features")
-    manifest_path = inc / "raw" / "manifest.json"
-    manifest_full = manifest_path.read_text()
-    import json
-
-    manifest = json.loads(manifest_full)
-    drift_part = manifest["periods"][1]["name"] + ".parquet"
-    held = {d: (inc / "raw" / d / drift_part).read_bytes() for d in ("transactions", "labels")}
-    for d in held:
-        (inc / "raw" / d / drift_part).unlink()
-    manifest["periods"] = manifest["periods"][:1]
-    manifest_path.write_text(json.dumps(manifest))
+    _, bring_back = hold_back_last_period(inc)
     build_features(inc)
-    # the drifted period arrives
-    for d, payload in held.items():
-        (inc / "raw" / d / drift_part).write_bytes(payload)
-    manifest_path.write_text(manifest_full)
+    bring_back()  # the drifted period arrives
     result = build_features(inc, since="last")
     assert result.appended["customer_activity"] > 0
     again = build_features(inc, since="last")  # running it twice duplicates nothing
