@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -10,6 +11,29 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class RedisAddress:
+    """Feast's Redis connection string ``host:port[,password=...][,db=N][,...]``, parsed in one place."""
+
+    host: str
+    port: int
+    db: int = 0
+    password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def parse(cls, addr: str) -> RedisAddress:
+        """Read ``host:port[,key=value...]`` (the format of ``MLPLATFORM_REDIS_ADDR`` and feature_store.yaml)."""
+        hostport, *parts = addr.split(",")
+        host, _, port = hostport.strip().rpartition(":")
+        options = dict(part.strip().split("=", 1) for part in parts if "=" in part)
+        return cls(host or "127.0.0.1", int(port or 6379), int(options.get("db", 0)), options.get("password"))
+
+    def __str__(self) -> str:
+        """The address with any password masked: safe for messages and logs."""
+        extra = (",password=***" if self.password else "") + (f",db={self.db}" if self.db else "")
+        return f"{self.host}:{self.port}{extra}"
 
 
 class Settings(BaseSettings):
@@ -183,9 +207,8 @@ class Settings(BaseSettings):
     @property
     def redis_host_port(self) -> tuple[str, int]:
         """Host and port parsed from ``redis_addr``."""
-        hostport = self.redis_addr.split(",")[0]
-        host, _, port = hostport.rpartition(":")
-        return host or "127.0.0.1", int(port or 6379)
+        addr = RedisAddress.parse(self.redis_addr)
+        return addr.host, addr.port
 
     def feast_env(self) -> dict[str, str]:
         """The variables ``feature_store.yaml`` and the definitions read, resolved from these settings."""

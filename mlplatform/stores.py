@@ -14,7 +14,7 @@ from pathlib import Path
 import redis
 
 from mlplatform.errors import OnlineStoreUnavailable
-from mlplatform.settings import Settings
+from mlplatform.settings import RedisAddress, Settings
 
 
 def open_feature_store(settings: Settings):
@@ -27,15 +27,28 @@ def open_feature_store(settings: Settings):
 
 def redis_client(settings: Settings, timeout: float = 2.0) -> redis.Redis:
     """A redis-py client for the online store's address (connection pooled)."""
-    host, port = settings.redis_host_port
-    options = dict(part.split("=", 1) for part in settings.redis_addr.split(",")[1:] if "=" in part)
+    addr = RedisAddress.parse(settings.redis_addr)
     return redis.Redis(
-        host=host,
-        port=port,
-        password=options.get("password"),
-        db=int(options.get("db", 0)),
+        host=addr.host,
+        port=addr.port,
+        password=addr.password,
+        db=addr.db,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
+    )
+
+
+def async_redis_client(settings: Settings, timeout: float, max_connections: int = 256):
+    """An asyncio Redis client over one pool that fails fast (no retries): the service answers 503 instead."""
+    import redis.asyncio as aredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    addr = RedisAddress.parse(settings.redis_addr)
+    return aredis.Redis(
+        host=addr.host, port=addr.port, db=addr.db, password=addr.password, socket_timeout=timeout,
+        socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0), max_connections=max_connections,
+        health_check_interval=0,
     )
 
 
@@ -51,7 +64,8 @@ def require_redis(settings: Settings) -> None:
     """Raise a clear error when the online store is not reachable."""
     if not redis_answers(settings, timeout=2.0):
         raise OnlineStoreUnavailable(
-            f"Redis does not answer at {settings.redis_addr}. Start one (`redis-server --daemonize yes`), "
+            f"Redis does not answer at {RedisAddress.parse(settings.redis_addr)}. "
+            "Start one (`redis-server --daemonize yes`), "
             "point MLPLATFORM_REDIS_ADDR at yours, or run `mlplatform redis up` for an embedded one."
         )
 
