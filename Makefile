@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum
 DEMO_ENV := MLPLATFORM_DATA_DIR=demo-data MLPLATFORM_REDIS_ADDR=127.0.0.1:6399 MLPLATFORM_EMBEDDED_REDIS_PORT=6399 \
 	MLPLATFORM_SERVING_PORT=8088
 
-.PHONY: help setup demo test bench lint format clean docs
+.PHONY: help setup demo test test-fast bench lint format clean docs
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -60,14 +60,18 @@ demo: setup ## Run the whole journey end to end on an embedded Redis (no server 
 	$(DEMO_ENV) $(MLP) redis down
 	@echo "demo done: data, models, feature logs and reports in demo-data/ (reports: demo-data/reports/index.html)"
 
-test: setup ## Run the test suite (needs Redis on 127.0.0.1:6379, see README)
+test: setup ## Run the whole test suite (Redis: yours if it answers, else an embedded one; see README)
 	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+test-fast: setup ## Quick inner loop: only the tests that need no Redis (-m "not integration")
+	$(VENV)/bin/pytest -q -p no:cacheprovider -m "not integration"
 
 bench: setup ## Run the benchmarks and write bench/results.md
 	$(PY) -m bench.run
 
-lint: setup ## Lint with ruff
+lint: setup ## Lint: ruff, and the import layers (import-linter contracts in pyproject.toml)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 format: setup ## Format with ruff
 	$(VENV)/bin/ruff format .

@@ -66,11 +66,11 @@ def _end_to_end(tmp: Path, logged_rows: int, sample_rows: int) -> tuple[float, f
 
     import xgboost as xgb
 
+    from mlplatform.contracts.feature_log import write_feature_log
     from mlplatform.models.registry import ModelRegistry
     from mlplatform.settings import Settings
     from monitoring.logs import read_served, resolve_window
     from monitoring.skew import run_skew
-    from serving.feature_log import write_feature_log
 
     settings = Settings(data_dir=tmp, monitoring_sample_rows=sample_rows)
     training = model_frame(50_000, 3)
@@ -91,7 +91,7 @@ def _end_to_end(tmp: Path, logged_rows: int, sample_rows: int) -> tuple[float, f
         rows = [{"request_id": uuid.uuid4().hex, "logged_at": now, "served": True, "model_name": "fraud",
                  "model_version": mv.version, "role": "golden", "prediction": 0.1, "latency_ms": 1.0,
                  "features": r} for r in records[start:start + settings.feature_log_batch_rows]]
-        write_feature_log(settings.feature_logs_dir, rows)
+        write_feature_log(settings.layout.feature_logs_dir, rows)
     t0 = time.perf_counter()
     read_served(settings, resolve_window(settings), columns=FEATURES)
     read_s = time.perf_counter() - t0

@@ -108,7 +108,7 @@ def _child(kind: str, root: str, start: str, rows: int) -> None:
     warnings.filterwarnings("ignore")
     t0 = time.perf_counter()
     if kind == "score":
-        from mlplatform.scoring.batch import score_window
+        from scoring.batch import score_window
 
         settings = _settings(Path(root))
         result = score_window(

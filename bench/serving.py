@@ -226,7 +226,7 @@ def run(quick: bool = True) -> list[dict]:
     try:
         time.sleep(0.3)
         settings, store, booster, rows = _prepare(workdir, quick, redis_port)
-        env = {**os.environ, **settings.feast_env(), "MLPLATFORM_MODELS_DIR": str(settings.models_path),
+        env = {**os.environ, **settings.feast_env(), "MLPLATFORM_MODELS_DIR": str(settings.layout.models_path),
                "MLPLATFORM_SERVING_CACHE_SIZE": "0", "PYTHONWARNINGS": "ignore",
                "MLPLATFORM_SERVING_REDIS_TIMEOUT_SECONDS": "2"}  # saturation queues in the loop, not in Redis
         predict_bodies = [json.dumps(r).encode() for r in rows]

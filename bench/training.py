@@ -95,7 +95,7 @@ def run(quick: bool) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
         settings = _world(Path(tmp), customers, days)
         store = open_feature_store(settings)
-        labeled = labeled_entity_rows(read_transactions(settings.raw_dir), read_labels(settings.raw_dir),
+        labeled = labeled_entity_rows(read_transactions(settings.layout.raw_dir), read_labels(settings.layout.raw_dir),
                                       pd.Timestamp("2030-01-01", tz="UTC"))
         entity = labeled.sample(n_rows, replace=True, random_state=0).reset_index(drop=True)
         service = store.get_feature_service(settings.feature_service)
@@ -110,7 +110,7 @@ def run(quick: bool) -> list[dict]:
         con.execute("SET TimeZone = 'UTC'")
         t0 = time.perf_counter()
         con.register("entity", entity)
-        asof_df = _on_demand(con.sql(_asof_sql(settings.features_dir, ttl_c, ttl_m)).df())
+        asof_df = _on_demand(con.sql(_asof_sql(settings.layout.features_dir, ttl_c, ttl_m)).df())
         t_duck = time.perf_counter() - t0
         con.close()
         # same answers? compare one window feature and one on-demand feature row by row (by transaction and time)

@@ -1,11 +1,18 @@
 """Where features come from: Parquet tables written by `mlplatform features build`, and a push source."""
 
+import os
+from pathlib import Path
+
 from feast import FileSource, PushSource
 from feast.data_format import ParquetFormat
 
-from mlplatform.settings import Settings
+from mlplatform.layout import DataLayout
 
-_features = Settings().features_dir  # from MLPLATFORM_DATA_DIR at apply time
+# The same variable feature_store.yaml's placeholders read: `mlplatform` exports it from its settings; for the plain
+# feast CLI, `eval "$(mlplatform env)"` first.
+if "MLPLATFORM_DATA_DIR" not in os.environ:
+    raise RuntimeError('MLPLATFORM_DATA_DIR is not set: run `eval "$(mlplatform env)"` before the feast CLI')
+_features = DataLayout(Path(os.environ["MLPLATFORM_DATA_DIR"])).features_dir
 
 
 def _table(name: str) -> FileSource:

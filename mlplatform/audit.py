@@ -4,10 +4,9 @@ Layout: ``<data_dir>/audit/audit.jsonl``, one JSON object per line::
 
     {"time": "...Z", "actor": "alice", "action": "apply", "target": "...", "details": {...}, "reason": "..."}
 
-An append is one ``write`` of one complete line under an exclusive ``flock``, then ``fsync``: concurrent writers
-(threads or processes) never interleave, and a crash leaves at worst a torn last line without its newline. The
-next writer terminates such a fragment with a newline first, and readers skip it, so a reader never returns a
-partial record and never loses a complete one.
+Appends go through ``mlplatform.files.append_jsonl`` (one write under an exclusive ``flock``, then ``fsync``):
+concurrent writers never interleave, and a torn last line left by a crash is skipped by readers, so a reader never
+returns a partial record and never loses a complete one.
 
 Code that changes state calls ``record(settings, action, target, details)``. A caller running on behalf of
 something else (a pipeline run) wraps its work in ``acting_for(reason=..., actor=...)`` so nested records say why.
@@ -17,24 +16,21 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import fcntl
 import fnmatch
 import getpass
-import json
 import logging
-import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mlplatform.errors import MLPlatformError
+from mlplatform.errors import AuditLogError
+from mlplatform.files import append_jsonl, read_jsonl
 from mlplatform.settings import Settings
 
 log = logging.getLogger(__name__)
 
-AUDIT_FILE = Path("audit") / "audit.jsonl"
 # Actions the platform records. Plain names, so `mlplatform audit --action promote` reads naturally.
 ACTIONS = (
     "apply",
@@ -42,6 +38,7 @@ ACTIONS = (
     "train",
     "promote",
     "force_promote",
+    "promote_refused",
     "rollback",
     "retrain_trigger",
     "pipeline_run",
@@ -54,13 +51,6 @@ NOTIFY_ACTIONS = frozenset({"promote", "force_promote", "rollback", "monitor_bre
 _context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
     "mlplatform_audit_context", default=None
 )
-
-
-class AuditLogError(MLPlatformError):
-    """The audit log could not be written or read."""
-
-    exit_code = 8
-    http_status = 500
 
 
 @dataclass(frozen=True)
@@ -81,7 +71,7 @@ class AuditRecord:
 
 def audit_path(settings: Settings) -> Path:
     """Where the audit log of ``settings`` lives."""
-    return settings.data_path / AUDIT_FILE
+    return settings.layout.audit_log
 
 
 def current_actor(settings: Settings) -> str:
@@ -107,72 +97,6 @@ def acting_for(reason: str | None = None, actor: str | None = None) -> Iterator[
         yield
     finally:
         _context.reset(token)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    return str(value)
-
-
-def append_jsonl(path: Path, obj: dict[str, Any]) -> None:
-    """Append ``obj`` as one line to ``path``: one write under an exclusive flock, then fsync (see module doc)."""
-    line = json.dumps(obj, default=_json_default, separators=(",", ":"), ensure_ascii=False)
-    data = line.encode("utf-8") + b"\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            size = os.fstat(fd).st_size
-            if size and not _ends_with_newline(path, size):
-                data = b"\n" + data  # a writer crashed mid-line: close its fragment so ours stays whole
-            view = memoryview(data)
-            while view:  # a regular-file write is complete in practice; loop in case it is not
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
-
-
-def _ends_with_newline(path: Path, size: int) -> bool:
-    with open(path, "rb") as fh:
-        fh.seek(size - 1)
-        return fh.read(1) == b"\n"
-
-
-def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """Every complete record of ``path`` in order, and how many torn fragments were skipped."""
-    if not path.exists():
-        return [], 0
-    records: list[dict[str, Any]] = []
-    torn = 0
-    with open(path, "rb") as fh:
-        for raw in fh:
-            if not raw.endswith(b"\n"):  # the last line is being written (or a writer died): not a record yet
-                if raw.strip():
-                    torn += 1
-                continue
-            text = raw.strip()
-            if not text:
-                continue
-            try:
-                obj = json.loads(text)
-            except (ValueError, UnicodeDecodeError):
-                torn += 1
-                continue
-            if isinstance(obj, dict):
-                records.append(obj)
-            else:
-                torn += 1
-    return records, torn
 
 
 def record(

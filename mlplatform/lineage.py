@@ -32,8 +32,10 @@ class _Catalog:
     def __init__(self, settings: Settings):
         from mlplatform.stores import open_feature_store
 
-        if not settings.registry_path.exists():
-            raise DataNotFoundError(f"no Feast registry at {settings.registry_path}: run `mlplatform apply` first")
+        if not settings.layout.registry_path.exists():
+            raise DataNotFoundError(
+                f"no Feast registry at {settings.layout.registry_path}: run `mlplatform apply` first"
+            )
         store = open_feature_store(settings)
         self.views = {v.name: v for v in store.list_feature_views()}
         self.stream_views = {v.name: v for v in store.list_stream_feature_views()}
@@ -104,7 +106,7 @@ def _raw_summary(settings: Settings) -> dict[str, Any]:
     except DataNotFoundError:
         return {"manifest": None}
     return {
-        "manifest": str(settings.raw_dir / "manifest.json"),
+        "manifest": str(settings.layout.raw_dir / "manifest.json"),
         "seed": manifest["spec"].get("seed"),
         "spec": manifest["spec"],
         "periods": manifest["periods"],

@@ -18,7 +18,6 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -28,7 +27,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from mlplatform.audit import AuditRecord
 
 log = logging.getLogger(__name__)
-DELIVERIES_FILE = Path("notifications") / "deliveries.jsonl"
 BACKOFF_SECONDS = 0.25
 
 _pool: ThreadPoolExecutor | None = None
@@ -114,7 +112,7 @@ def post_with_retries(settings: Settings, url: str, body: dict[str, Any]) -> Del
 def _deliver(settings: Settings, url: str, body: dict[str, Any]) -> Delivery:
     from dataclasses import asdict
 
-    from mlplatform.audit import append_jsonl
+    from mlplatform.files import append_jsonl
 
     try:
         delivery = post_with_retries(settings, url, body)
@@ -131,7 +129,7 @@ def _deliver(settings: Settings, url: str, body: dict[str, Any]) -> Delivery:
             delivery.error,
         )
     try:
-        append_jsonl(settings.data_path / DELIVERIES_FILE, {"time": datetime.now(UTC), **asdict(delivery)})
+        append_jsonl(settings.layout.deliveries_log, {"time": datetime.now(UTC), **asdict(delivery)})
     except OSError as exc:
         log.warning("cannot record the webhook delivery: %s", exc)
     return delivery

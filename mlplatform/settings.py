@@ -10,6 +10,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mlplatform.layout import DataLayout
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -174,35 +176,14 @@ class Settings(BaseSettings):
     )
 
     @property
-    def feature_logs_dir(self) -> Path:
-        """Where the service writes its feature logs (Parquet, one folder per day)."""
-        return self.data_path / "feature_logs"
-
-    @property
     def data_path(self) -> Path:
         """Absolute data folder."""
         return self.data_dir.expanduser().resolve()
 
     @property
-    def raw_dir(self) -> Path:
-        return self.data_path / "raw"
-
-    @property
-    def features_dir(self) -> Path:
-        return self.data_path / "features"
-
-    @property
-    def oracle_dir(self) -> Path:
-        return self.data_path / "oracle"
-
-    @property
-    def registry_path(self) -> Path:
-        return (self.registry or self.data_path / "registry.db").expanduser().resolve()
-
-    @property
-    def models_path(self) -> Path:
-        """Model registry folder (training): MLflow SQLite database, artifacts, audit log, locks."""
-        return (self.models_dir or self.data_path / "models").expanduser().resolve()
+    def layout(self) -> DataLayout:
+        """Every path under the data folder (mlplatform.layout)."""
+        return DataLayout(self.data_path, self.registry, self.models_dir, self.monitoring_reports_dir)
 
     @property
     def redis_host_port(self) -> tuple[str, int]:
@@ -215,7 +196,7 @@ class Settings(BaseSettings):
         return {
             "MLPLATFORM_DATA_DIR": str(self.data_path),
             "MLPLATFORM_REDIS_ADDR": self.redis_addr,
-            "MLPLATFORM_REGISTRY": str(self.registry_path),
+            "MLPLATFORM_REGISTRY": str(self.layout.registry_path),
             "MLPLATFORM_REGISTRY_TTL_SECONDS": str(self.registry_ttl_seconds),
         }
 

@@ -1,4 +1,4 @@
-"""Render the settings as the README's configuration table: ``python -m mlplatform.settings_doc --write``."""
+"""Render the README's generated tables (settings, exit codes): ``python -m mlplatform.settings_doc --write``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from mlplatform.settings import PROJECT_ROOT, Settings
 
 START, END = "<!-- settings:start -->", "<!-- settings:end -->"
+EXIT_START, EXIT_END = "<!-- exitcodes:start -->", "<!-- exitcodes:end -->"
 
 
 def _default(field) -> str:
@@ -29,11 +30,24 @@ def settings_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+def exit_code_table() -> str:
+    """One row per exit code: number, name, meaning."""
+    from mlplatform.errors import EXIT_CODE_MEANINGS, ExitCode
+
+    rows = ["| code | name | meaning |", "|---:|---|---|"]
+    rows += [f"| {code.value} | `{code.name}` | {EXIT_CODE_MEANINGS[code]} |" for code in ExitCode]
+    return "\n".join(rows) + "\n"
+
+
+def _replace(text: str, start: str, end: str, body: str) -> str:
+    return re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _m: f"{start}\n{body}{end}", text, flags=re.S)
+
+
 def write_readme() -> bool:
-    """Replace the README's settings table; True if it changed."""
+    """Replace the README's generated tables; True if anything changed."""
     readme = PROJECT_ROOT / "README.md"
     text = readme.read_text()
-    new = re.sub(re.escape(START) + r".*?" + re.escape(END), f"{START}\n{settings_table()}{END}", text, flags=re.S)
+    new = _replace(_replace(text, START, END, settings_table()), EXIT_START, EXIT_END, exit_code_table())
     if new != text:
         readme.write_text(new)
     return new != text

@@ -71,7 +71,7 @@ def require_redis(settings: Settings) -> None:
 
 
 def _embedded_dir(settings: Settings) -> Path:
-    return settings.data_path / ".embedded-redis"
+    return settings.layout.embedded_redis_dir
 
 
 def _port_answers(port: int) -> bool:

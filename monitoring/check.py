@@ -1,35 +1,32 @@
 """`mlplatform monitor check`: run skew, consistency and quality over one window, compare them with the thresholds
 in settings, name every breach, and (with ``--retrain``) ask training to retrain; its promotion gate still decides.
 
-Exit codes, for cron and schedulers: 0 no breach; 10 at least one breach (each named on stderr and in the
-report); the platform's error codes otherwise (3: no served requests in the window or no golden model / training
-set; 2: bad input; 5: Redis down; ...). A breach wins over a part that could not run; the report says both.
+Exit codes (``mlplatform.errors.ExitCode``), for cron and schedulers: 0 no breach; 10 (BREACH) at least one breach
+(each named on stderr and in the report); the platform's error codes otherwise (3: no served requests in the window
+or no golden model / training set; 2: bad input; 5: Redis down; ...). A breach wins over a part that could not run;
+the report says both.
 
-Retraining: ``--retrain`` writes ``<data_dir>/monitoring/retrain_request.json`` (the breaches, the window), records
-``retrain_trigger`` in the audit log, then runs ``mlplatform train --if-needed`` (whose hook sees the request,
-retrains and registers a challenger) and ``mlplatform models promote <new version>``: the promotion gate decides.
+Retraining: ``--retrain`` files a retrain request (mlplatform.contracts.retrain_request: the breaches, the window),
+records ``retrain_trigger`` in the audit log, then runs the registered pipeline steps ``train.if_needed`` (which
+sees the request, retrains and registers a challenger) and ``promotion.gate`` (which decides) — the same steps the
+daily pipeline runs, found through the step registry (mlplatform.steps), not by importing training.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mlplatform.errors import MLPlatformError
-from mlplatform.models.locks import write_atomic
+from mlplatform.contracts.retrain_request import write_retrain_request
+from mlplatform.errors import ExitCode, MLPlatformError
 from mlplatform.settings import Settings
+from mlplatform.steps import run_step
 from monitoring.logs import EmptyLogWindow, resolve_window
 from monitoring.reports import ReportFiles, render_table_page, write_report
-
-BREACH_EXIT_CODE = 10
-RETRAIN_REQUEST = Path("monitoring") / "retrain_request.json"
-RETRAIN_COMMAND = ("train", "--if-needed")
 
 
 @dataclass
@@ -64,9 +61,9 @@ class CheckResult:
 
     @property
     def exit_code(self) -> int:
-        """0 no breach, BREACH_EXIT_CODE on any breach, else the first failing part's error code."""
+        """0 no breach, ExitCode.BREACH on any breach, else the first failing part's error code."""
         if self.breaches:
-            return BREACH_EXIT_CODE
+            return ExitCode.BREACH
         return self.errors[0].error.exit_code if self.errors else 0
 
     def headline(self) -> str:
@@ -154,45 +151,26 @@ def run_check(settings: Settings, since: datetime | None = None, until: datetime
     return result
 
 
-def request_retrain(settings: Settings, result: CheckResult, launch: bool = True) -> dict[str, Any]:
-    """Write the retrain request and audit it; then run training's path: ``train --if-needed``, and for a new
-    version ``models promote`` (the promotion gate decides whether it becomes golden)."""
-    from mlplatform.models.registry import ModelRegistry
-
-    path = settings.data_path / RETRAIN_REQUEST
-    body = {"requested_at": datetime.now(UTC).isoformat(), "requested_by": "mlplatform monitor check",
-            "breaches": result.breaches, "window": result.window}
-    write_atomic(path, json.dumps(body, indent=2).encode("utf-8"))
+def file_retrain_request(settings: Settings, result: CheckResult) -> Path:
+    """Write the retrain request for training to answer, and audit it; returns the request's path."""
+    path = write_retrain_request(settings, result.breaches, result.window)
     _audit(settings, "retrain_trigger", result)
-    out: dict[str, Any] = {"request": str(path), "command": ["mlplatform", *RETRAIN_COMMAND]}
+    return path
+
+
+def request_retrain(settings: Settings, result: CheckResult, launch: bool = True) -> dict[str, Any]:
+    """File the retrain request; with ``launch``, run the registered steps ``train.if_needed`` then
+    ``promotion.gate`` (the gate decides whether the new version becomes golden)."""
+    out: dict[str, Any] = {"request": str(file_retrain_request(settings, result))}
     if not launch:
         return out
-    registry = ModelRegistry(settings)
-    before = {v.version for v in registry.list_versions()}
-    env = _child_env(settings)
-    train = subprocess.run([sys.executable, "-m", "mlplatform.cli", *RETRAIN_COMMAND], check=False, env=env)
-    out["train_exit_code"] = train.returncode
-    new = sorted({v.version for v in registry.list_versions()} - before)
-    if train.returncode == 0 and new:
+    trained = run_step("train.if_needed", settings)
+    out["train"] = trained
+    if trained.get("trained"):
         reason = "monitoring breach: " + "; ".join(result.breaches)[:400]
-        promote = subprocess.run([sys.executable, "-m", "mlplatform.cli", "models", "promote", str(new[-1]),
-                                  "--reason", reason], check=False, env=env)
-        out.update(new_version=new[-1], promote_exit_code=promote.returncode,
-                   promoted=promote.returncode == 0)
+        gate = run_step("promotion.gate", settings, reason=reason, channel="monitoring")
+        out.update(new_version=trained["version"], gate=gate, promoted=gate.get("action") in ("promoted", "forced"))
     return out
-
-
-def _child_env(settings: Settings) -> dict[str, str]:
-    """This process's environment with every setting of ``settings`` exported, so the child sees the same platform."""
-    import os
-
-    env = dict(os.environ)
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        env[f"MLPLATFORM_{name.upper()}"] = json.dumps(value) if isinstance(value, list | dict) else str(value)
-    env.update(settings.feast_env())
-    return env
 
 
 def _audit(settings: Settings, action: str, result: CheckResult) -> None:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
-err_console = Console(stderr=True)
+from mlplatform.console import console, err_console, friendly, parse_time, part_app
+
+app = part_app()
+monitor_app = part_app("Skew, consistency and live quality of served models; thresholds and retraining.")
+app.add_typer(monitor_app, name="monitor")
 
 SinceOpt = Annotated[str | None, typer.Option(
     help="Start of the window of logged requests (ISO-8601); default: monitoring_window_days before --until.")]
@@ -19,8 +20,6 @@ UntilOpt = Annotated[str | None, typer.Option(help="End of the window (ISO-8601,
 
 
 def _window(since: str | None, until: str | None):
-    from mlplatform.cli import parse_time
-
     return parse_time(since), parse_time(until)
 
 
@@ -34,6 +33,8 @@ def _where(files) -> None:
                       f"index: {files.json_path.parent / 'index.html'})", highlight=False, soft_wrap=True)
 
 
+@monitor_app.command("skew")
+@friendly
 def skew(since: SinceOpt = None, until: UntilOpt = None) -> None:
     """Training set of the golden model vs served features (Evidently data drift per feature, with tests)."""
     from mlplatform.settings import get_settings
@@ -51,6 +52,8 @@ def skew(since: SinceOpt = None, until: UntilOpt = None) -> None:
     _where(result.files)
 
 
+@monitor_app.command("consistency")
+@friendly
 def consistency(since: SinceOpt = None, until: UntilOpt = None) -> None:
     """Served features vs their point-in-time recomputation from the offline store (mismatch rate per feature)."""
     from mlplatform.settings import get_settings
@@ -72,11 +75,12 @@ def consistency(since: SinceOpt = None, until: UntilOpt = None) -> None:
     _where(result.files)
 
 
+@monitor_app.command("quality")
+@friendly
 def quality(since: SinceOpt = None, until: UntilOpt = None,
             as_of: Annotated[str | None, typer.Option(help="Count labels arrived by then (default now).")] = None,
             ) -> None:
     """Live ROC AUC, PR AUC and calibration from served predictions and arrived labels; serving figures."""
-    from mlplatform.cli import parse_time
     from mlplatform.settings import get_settings
     from monitoring.quality import run_quality
 
@@ -101,6 +105,8 @@ def quality(since: SinceOpt = None, until: UntilOpt = None,
     _where(result.files)
 
 
+@monitor_app.command("check")
+@friendly
 def check(
     since: SinceOpt = None,
     until: UntilOpt = None,
@@ -124,12 +130,14 @@ def check(
     if result.retrain:
         r = result.retrain
         outcome = (f"new version v{r['new_version']} {'promoted' if r['promoted'] else 'refused by the promotion gate'}"
-                   if "new_version" in r else f"no new version (train exited {r.get('train_exit_code')})")
+                   if "new_version" in r else f"no new version ({r.get('train', {}).get('reason', 'not trained')})")
         console.print(f"retraining requested ({r['request']}): {outcome}", highlight=False)
     _where(result.files)
     raise typer.Exit(result.exit_code)
 
 
+@monitor_app.command("replay")
+@friendly
 def replay(
     url: Annotated[str | None, typer.Option(help="Service base URL (default: serving_host:serving_port).")] = None,
     period: Annotated[str | None, typer.Option(help="Generated period to replay (default: the latest).")] = None,
@@ -144,13 +152,3 @@ def replay(
     console.print(f"replayed {result.sent:,} transactions of {result.period} (+{result.shift_days} days), "
                   f"{result.failed:,} failed, in {result.seconds:.1f}s")
     time.sleep(settings.feature_log_flush_seconds + 0.5)  # let the service's feature-log writer flush them
-
-
-def build_monitor_app(friendly: Callable) -> typer.Typer:
-    """The `monitor` command group, each command wrapped by the CLI's error-to-message decorator."""
-    monitor_app = typer.Typer(help="Skew, consistency and live quality of served models; thresholds and retraining.",
-                              no_args_is_help=True)
-    for name, fn in (("skew", skew), ("consistency", consistency), ("quality", quality), ("check", check),
-                     ("replay", replay)):
-        monitor_app.command(name)(friendly(fn))
-    return monitor_app

@@ -1,14 +1,14 @@
-"""Read what serving logged: the served rows of the feature logs (``<data_dir>/feature_logs/date=*/part-*.parquet``)
-inside a time window, chosen by when each row was logged."""
+"""Read what serving logged (the feature-log contract, mlplatform.contracts.feature_log): the served rows inside a
+time window, chosen by when each row was logged."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pandas as pd
 
+from mlplatform.contracts.feature_log import log_files, read_log_files
 from mlplatform.errors import DataNotFoundError, InvalidInputError
 from mlplatform.settings import Settings
 
@@ -41,33 +41,11 @@ def resolve_window(settings: Settings, since: datetime | None = None, until: dat
     return LogWindow(start, end)
 
 
-def log_files(root: Path, window: LogWindow) -> list[Path]:
-    """Feature-log files whose day folder can hold rows of ``window`` (a day of slack each side)."""
-    lo = (window.start - timedelta(days=1)).date().isoformat()
-    hi = (window.end + timedelta(days=1)).date().isoformat()
-    out = []
-    for folder in sorted(Path(root).glob("date=*")):
-        day = folder.name.removeprefix("date=")
-        if lo <= day <= hi:
-            out.extend(sorted(folder.glob("part-*.parquet")))
-    return out
-
-
 def read_served(settings: Settings, window: LogWindow, columns: list[str] | None = None) -> pd.DataFrame:
     """Served rows (one per request, shadows excluded) logged inside ``window``; EmptyLogWindow if there are none."""
-    import pyarrow.parquet as pq
-
-    root = settings.feature_logs_dir
-    files = log_files(root, window)
-    frames = []
-    for path in files:
-        table = pq.read_table(path)
-        if columns is not None:
-            wanted = dict.fromkeys(["logged_at", "served", "request_id", *columns])
-            keep = [c for c in wanted if c in table.column_names]
-            table = table.select(keep)
-        frames.append(table.to_pandas())
-    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    root = settings.layout.feature_logs_dir
+    files = log_files(root, window.start, window.end)
+    frame = read_log_files(files, columns)
     if len(frame):
         logged = pd.to_datetime(frame["logged_at"], utc=True)
         inside = (logged >= pd.Timestamp(window.start)) & (logged < pd.Timestamp(window.end))

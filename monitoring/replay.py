@@ -48,7 +48,7 @@ def period_transactions(settings: Settings, period: str | None) -> tuple[str, da
     if chosen is None:
         names = ", ".join(p["name"] for p in periods)
         raise InvalidInputError(f"no period {period!r} in {settings.data_path} (generated: {names})")
-    path = settings.raw_dir / "transactions" / f"{chosen['name']}.parquet"
+    path = settings.layout.raw_dir / "transactions" / f"{chosen['name']}.parquet"
     if not path.is_file():
         raise DataNotFoundError(f"{path} is missing: run `mlplatform data generate` again")
     return chosen["name"], datetime.fromisoformat(chosen["end"]), pd.read_parquet(path)

@@ -170,7 +170,7 @@ def golden_training_set(settings: Settings):
     golden = registry.golden()
     if golden is None:
         raise DataNotFoundError(
-            f"model {settings.model_name} has no golden version in {settings.models_path}: "
+            f"model {settings.model_name} has no golden version in {settings.layout.models_path}: "
             "train and promote one first (`mlplatform train`)"
         )
     path = registry.training_set_path(golden.version)

@@ -10,9 +10,8 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from mlplatform.errors import MLPlatformError
+from mlplatform.errors import MLPlatformError, PayloadTooLarge
 from mlplatform.settings import Settings, get_settings
-from serving.errors import PayloadTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +93,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The inference service for ``settings`` (default: from the environment)."""
     from serving.routes import health, models, predict, push
+    from serving.routes.reports import reports_router
 
     app = FastAPI(
         title="mlplatform inference service",
@@ -105,8 +105,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_error_handlers(app)
     for module in (predict, models, push, health):
         app.include_router(module.router)
-    from monitoring.reports import reports_router  # read-only: the monitoring reports index and files
-
     app.include_router(reports_router(app.state.settings))
     app.add_middleware(BodySizeLimit, max_bytes=app.state.settings.serving_max_body_bytes)
     return app

@@ -41,6 +41,16 @@ class PredictionCache:
             self._data.move_to_end(key)
             return score
 
+    def get_many(self, keys: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
+        """Cached scores of ``keys`` (NaN where absent or expired) and a mask of the hits."""
+        scores = np.full(len(keys), np.nan)
+        hits = np.zeros(len(keys), dtype=bool)
+        for k, key in enumerate(keys):
+            hit = self.get(key)
+            if hit is not None:
+                scores[k], hits[k] = hit, True
+        return scores, hits
+
     def put(self, key: tuple, score: float, generation: int | None = None) -> None:
         """Remember ``score``; dropped if the cache was cleared since ``generation`` was read."""
         if self.max_entries <= 0:

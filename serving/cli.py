@@ -6,7 +6,13 @@ from typing import Annotated
 
 import typer
 
+from mlplatform.console import friendly, part_app
 
+app = part_app()
+
+
+@app.command("serve")
+@friendly
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind (default: serving_host setting).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: serving_port setting).")] = None,
@@ -29,6 +35,8 @@ def serve(
     )
 
 
+@app.command("predict")
+@friendly
 def predict(
     customer_id: Annotated[int, typer.Option(help="Card holder.")],
     merchant_id: Annotated[int, typer.Option(help="Merchant.")],

@@ -1,4 +1,7 @@
-"""Everything the service opens once per process: the FeatureStore, one Redis pool, readers, models, log."""
+"""Everything the service opens once per process: the FeatureStore, one Redis pool, readers, models, log.
+
+Parts are built bottom-up, each from the parts below it; none refers back to the context.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +9,21 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from mlplatform.errors import DefinitionError
-from mlplatform.settings import Settings
+from mlplatform.settings import RedisAddress, Settings
+from serving.accounting import Accounting
 from serving.cache import PredictionCache
 from serving.dispatcher import Dispatcher
 from serving.feature_log import FeatureLogWriter
+from serving.feature_readers import FeatureReaders, FeatureSource
 from serving.metrics import ServingMetrics
-from serving.model_pool import ModelPool, PoolState
-from serving.online_features import OnlineFeatureReader
+from serving.model_pool import ModelPool
 from serving.predictor import Predictor
+from serving.scoring import BudgetedScorer, FallbackChain
+from serving.shadows import ShadowScorer
+from serving.swaps import SwapEffects
 
 log = logging.getLogger(__name__)
 
@@ -30,101 +36,49 @@ class ServingContext:
     store: Any
     redis: Any  # redis.asyncio.Redis over one connection pool
     registry: Any  # mlplatform.models.registry.ModelRegistry
+    readers: FeatureReaders
     pool: ModelPool
     cache: PredictionCache
     feature_log: FeatureLogWriter
     metrics: ServingMetrics
     dispatcher: Dispatcher
-    predictor: Predictor = field(init=False)
-    readers: dict[str, OnlineFeatureReader] = field(default_factory=dict)
-    ready: bool = False
-    feast_registry_refreshed_at: float = 0.0
+    predictor: Predictor
+
+    @property
+    def ready(self) -> bool:
+        """A warm model can answer (the golden, or the previous golden in its place)."""
+        return self.pool.state.can_answer
 
     @classmethod
     def open(cls, settings: Settings) -> ServingContext:
         """Open the store and Redis pool, fetch the feature service once, load and warm the models (blocking)."""
-        import redis.asyncio as aredis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
         from mlplatform.models.registry import ModelRegistry
-        from mlplatform.stores import open_feature_store
+        from mlplatform.stores import async_redis_client, open_feature_store
 
         store = open_feature_store(settings)
-        host, port = settings.redis_host_port
-        options = dict(part.split("=", 1) for part in settings.redis_addr.split(",")[1:] if "=" in part)
-        timeout = settings.serving_redis_timeout_seconds
-        client = aredis.Redis(
-            host=host, port=port, db=int(options.get("db", 0)), password=options.get("password"),
-            socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0),
-            max_connections=256, health_check_interval=0,
-        )
+        readers = FeatureReaders(store)
+        client = async_redis_client(settings, timeout=settings.serving_redis_timeout_seconds)
         metrics = ServingMetrics()
         cache = PredictionCache(settings.serving_cache_size, settings.serving_cache_ttl_seconds)
         feature_log = FeatureLogWriter(
-            settings.feature_logs_dir, settings.feature_log_batch_rows, settings.feature_log_flush_seconds,
+            settings.layout.feature_logs_dir, settings.feature_log_batch_rows, settings.feature_log_flush_seconds,
             on_written=lambda n, _path: metrics.log_rows.inc(n),
         )
         metrics.track_backlog(lambda: feature_log.backlog)
         registry = ModelRegistry(settings)
-        ctx = cls(
-            settings=settings, store=store, redis=client, registry=registry, pool=None,  # type: ignore[arg-type]
-            cache=cache, feature_log=feature_log, metrics=metrics,
-            dispatcher=Dispatcher(settings.serving_challenger_weight, settings.serving_ab_salt),
-        )
-        ctx.pool = ModelPool(registry, settings.serving_warmup_predictions, check_model=ctx.check_model,
-                             on_swap=ctx._on_swap)
-        ctx.predictor = Predictor(client, ctx.reader, ctx.pool, ctx.dispatcher, cache, feature_log, metrics,
-                                  settings.serving_latency_budget_ms, settings.redis_addr)
-        ctx.reader(settings.feature_service)  # the FeatureService object, fetched once
-        ctx.feast_registry_refreshed_at = time.monotonic()
+        pool = ModelPool(registry, settings.serving_warmup_predictions, check_model=readers.check_model,
+                         on_swap=SwapEffects(cache, metrics))
+        dispatcher = Dispatcher(settings.serving_challenger_weight, settings.serving_ab_salt)
+        accounting = Accounting(metrics, feature_log)
+        features = FeatureSource(client, readers.get, str(RedisAddress.parse(settings.redis_addr)),
+                                 accounting.redis_failed)
+        chain = FallbackChain(BudgetedScorer(settings.serving_latency_budget_ms), accounting)
+        predictor = Predictor(pool, dispatcher, features, cache, chain, ShadowScorer(accounting), accounting)
+        readers.get(settings.feature_service)  # the FeatureService object, fetched once
         feature_log.start()
-        ctx.pool.refresh()  # loads and warms golden, previous golden, challengers, shadows
-        ctx.ready = ctx.pool.state.golden is not None or ctx.pool.state.previous_golden is not None
-        return ctx
-
-    # -- feature services -------------------------------------------------------------------------------------
-    def reader(self, service_name: str) -> OnlineFeatureReader:
-        """The read plan of a feature service (built once per service and per registry refresh)."""
-        reader = self.readers.get(service_name)
-        if reader is None:
-            try:
-                service = self.store.get_feature_service(service_name)
-            except Exception as exc:
-                raise DefinitionError(
-                    f"feature service {service_name!r} is not in the Feast registry: run `mlplatform apply`"
-                ) from exc
-            reader = OnlineFeatureReader(self.store, service)
-            self.readers = {**self.readers, service_name: reader}
-        return reader
-
-    def check_model(self, info) -> None:
-        """A model can serve only if its feature service provides every input of its signature."""
-        reader = self.reader(info.feature_service)
-        absent = [n for n in info.feature_names if n not in reader.output_names]
-        if absent:
-            raise DefinitionError(
-                f"{info.name} v{info.version} needs {', '.join(absent)}, which feature service "
-                f"{info.feature_service!r} does not serve"
-            )
-
-    def refresh_feature_registry(self) -> None:
-        """Re-read Feast's registry now (not after Feast's 600 s cache) and rebuild the read plans."""
-        self.store.refresh_registry()
-        fresh = {}
-        for name in list(self.readers):
-            fresh[name] = OnlineFeatureReader(self.store, self.store.get_feature_service(name))
-        self.readers = fresh
-        self.feast_registry_refreshed_at = time.monotonic()
-
-    def _on_swap(self, old: PoolState, new: PoolState) -> None:
-        self.cache.clear()
-        self.metrics.swaps.inc()
-        self.metrics.model_info.clear()
-        for role, m in new.loaded():
-            self.metrics.model_info.labels(role, m.name, str(m.version)).set(1)
-        self.ready = new.golden is not None or new.previous_golden is not None
-        log.info("models swapped: %s -> %s", old.key(), new.key())
+        pool.refresh()  # loads and warms golden, previous golden, challengers, shadows
+        return cls(settings=settings, store=store, redis=client, registry=registry, readers=readers, pool=pool,
+                   cache=cache, feature_log=feature_log, metrics=metrics, dispatcher=dispatcher, predictor=predictor)
 
     # -- background refresh -----------------------------------------------------------------------------------
     async def refresh_loop(self) -> None:
@@ -139,7 +93,7 @@ class ServingContext:
             if now >= next_feast:
                 next_feast = now + s.registry_ttl_seconds
                 try:
-                    await asyncio.to_thread(self.refresh_feature_registry)
+                    await asyncio.to_thread(self.readers.refresh)
                 except Exception:
                     log.exception("Feast registry refresh failed; keeping the previous read plans")
             if now >= next_models:

@@ -7,8 +7,8 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from mlplatform.errors import Unauthorized
 from serving.context import ServingContext
-from serving.errors import Unauthorized
 
 
 def get_context(request: Request) -> ServingContext:

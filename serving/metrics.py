@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -46,6 +47,13 @@ class ServingMetrics:
     def track_backlog(self, fn: Callable[[], float]) -> None:
         """Read the feature-log backlog from ``fn`` at scrape time."""
         self.log_backlog.set_function(fn)
+
+    def models_swapped(self, loaded: Iterable[tuple[str, Any]]) -> None:
+        """Count a swap and describe the pool's new (role, model) pairs in ``mlplatform_model_info``."""
+        self.swaps.inc()
+        self.model_info.clear()
+        for role, m in loaded:
+            self.model_info.labels(role, m.name, str(m.version)).set(1)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

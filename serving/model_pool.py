@@ -89,6 +89,11 @@ class PoolState:
         return (v(self.golden), v(self.previous_golden), tuple(m.version for m in self.challengers),
                 tuple(m.version for m in self.shadows), self.golden_error)
 
+    @property
+    def can_answer(self) -> bool:
+        """A warm model can answer: the golden, or the previous golden in its place."""
+        return self.golden is not None or self.previous_golden is not None
+
     def loaded(self) -> list[tuple[str, LoadedModel]]:
         """(role, model) for every model in the pool."""
         out = [("golden", self.golden), ("previous_golden", self.previous_golden)]
@@ -97,7 +102,11 @@ class PoolState:
 
 
 class ModelPool:
-    """Keeps the registry's golden, previous golden, challengers and shadows loaded and warm."""
+    """Keeps the registry's golden, previous golden, challengers and shadows loaded and warm.
+
+    ``check_model(info)`` raises if a version cannot serve (checked before loading); ``on_swap(old, new)`` is told
+    of every swap, after it happened.
+    """
 
     def __init__(
         self,

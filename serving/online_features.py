@@ -1,8 +1,8 @@
 """Read a FeatureService's online features straight from Redis, the way Feast stores them, with TTLs enforced.
 
 Feast's ``get_online_features`` costs ~2 ms per call in-process (STACK.md). The service instead builds a read
-plan once from the FeatureService object: the Redis key of each entity (Feast's own ``serialize_entity_key`` plus
-the project), the murmur3 field of each feature (Feast's own ``_mmh3``) and the ``_ts:<view>`` field, merged so
+plan once from the FeatureService object: the Redis key of each entity, the field of each feature and the
+``_ts:<view>`` field (Feast's layout, ``mlplatform.contracts.redis_layout``), merged so
 that one HMGET per entity fetches every view keyed on it. On-demand features are computed by the registry's own
 transformation (``odfv.transform_dict``, what Feast calls). Unlike Feast, a row older than its view's TTL at the
 request's time is treated as missing and reported as stale. ``tests/serving/test_online_features.py`` proves the
@@ -15,9 +15,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlplatform.contracts.redis_layout import (
+    SCORING_OFFSET_US,
+    decode_value,
+    entity_key,
+    feature_field,
+    timestamp_field,
+    timestamp_micros,
+)
 from mlplatform.errors import DefinitionError, InvalidInputError
-
-_INT_TYPES = {"Int64", "Int32", "UnixTimestamp"}
 
 
 @dataclass
@@ -65,7 +71,7 @@ class OnlineFeatureReader:
 
     def __init__(self, store, service) -> None:
         """Build the read plan from the FeatureService object (fetched once) and the store's registry."""
-        from feast.infra.online_stores.helpers import _mmh3, compute_versioned_name
+        from feast.infra.online_stores.helpers import compute_versioned_name
 
         config = store.config
         self.service_name: str = service.name
@@ -113,8 +119,8 @@ class OnlineFeatureReader:
             ttl_us = int(view.ttl.total_seconds() * 1_000_000) if view.ttl else 0
             self.view_ttl_seconds[view_name] = ttl_us / 1e6
             read = _ViewRead(view_name, redis_name, list(features), ttl_us, start=len(group.fields))
-            group.fields.extend(_mmh3(f"{redis_name}:{f}") for f in features)
-            group.fields.append(f"_ts:{redis_name}")
+            group.fields.extend(feature_field(redis_name, f) for f in features)
+            group.fields.append(timestamp_field(redis_name))
             group.views.append(read)
             self._view_group[view_name] = group
         self.groups: list[_KeyGroup] = list(groups.values())
@@ -123,16 +129,8 @@ class OnlineFeatureReader:
     # -- keys ---------------------------------------------------------------------------------------------------
     def redis_key(self, group: _KeyGroup, row: dict[str, Any]) -> bytes:
         """Feast's Redis key for the row's entity in ``group``: serialized entity key + project."""
-        from feast.infra.key_encoding_utils import serialize_entity_key
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.protos.feast.types.Value_pb2 import Value
-
-        values = []
-        for key, dtype in zip(group.join_keys, group.key_types, strict=True):
-            raw = row[key]
-            values.append(Value(int64_val=int(raw)) if dtype in _INT_TYPES else Value(string_val=str(raw)))
-        entity = EntityKey(join_keys=list(group.join_keys), entity_values=values)
-        return serialize_entity_key(entity, entity_key_serialization_version=self.key_version) + self.project_bytes
+        values = [row[key] for key in group.join_keys]
+        return entity_key(group.join_keys, group.key_types, values, self.project_bytes, self.key_version)
 
     def commands(self, rows: Sequence[dict[str, Any]]) -> list[tuple[bytes, list[bytes | str]]]:
         """The HMGETs that fetch every row: one per (row, entity)."""
@@ -168,15 +166,12 @@ class OnlineFeatureReader:
         enforce_ttl: bool = True,
     ) -> OnlineFeatures:
         """Decode Redis replies into feature values; drop rows past their view's TTL; run on-demand views."""
-        from feast.protos.feast.types.Value_pb2 import Value
-        from google.protobuf.timestamp_pb2 import Timestamp
-
         n_groups = len(self.groups)
         per_row_views: list[dict[str, dict[str, Any]]] = []
         per_row_stale: list[set[str]] = []
         for i in range(len(rows)):
             # the offline store serves, for a request at t, rows at or before t - 1 µs and within the TTL of it
-            as_of = request_time_us[i] - 1
+            as_of = request_time_us[i] - SCORING_OFFSET_US
             views_out: dict[str, dict[str, Any]] = {}
             stale_views: set[str] = set()
             for g, group in enumerate(self.groups):
@@ -187,9 +182,7 @@ class OnlineFeatureReader:
                     if ts_raw is None:
                         views_out[view_key] = dict.fromkeys(read.features)
                         continue
-                    ts = Timestamp()
-                    ts.ParseFromString(ts_raw)
-                    row_us = ts.seconds * 1_000_000 + ts.nanos // 1000
+                    row_us = timestamp_micros(ts_raw)
                     if enforce_ttl and read.ttl_us and as_of - row_us > read.ttl_us:
                         views_out[view_key] = dict.fromkeys(read.features)
                         stale_views.add(view_key)
@@ -200,10 +193,7 @@ class OnlineFeatureReader:
                         if raw is None:
                             values[fname] = None
                             continue
-                        val = Value()
-                        val.ParseFromString(raw)
-                        kind = val.WhichOneof("val")
-                        values[fname] = None if kind is None or kind == "null_val" else getattr(val, kind)
+                        values[fname] = decode_value(raw)
                     views_out[view_key] = values
             per_row_views.append(views_out)
             per_row_stale.append(stale_views)

@@ -1,299 +1,131 @@
-"""One prediction, end to end: route, fetch online features, consult the cache, score within the latency budget
-(falling back to the previous golden), explain, log the features, and score shadows off the request path."""
+"""One prediction, end to end: route, fetch online features, consult the cache, score (within the latency budget,
+falling back along the route), explain, and account (metrics, feature log, shadows off the request path)."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import logging
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 import numpy as np
-import redis
 
-from mlplatform.errors import OnlineStoreUnavailable
+from serving.accounting import Accounting
 from serving.cache import PredictionCache, vector_key
-from serving.dispatcher import Dispatcher, Route
-from serving.errors import ModelUnavailable
-from serving.feature_log import FeatureLogWriter
-from serving.metrics import ServingMetrics
+from serving.dispatcher import Candidate, Dispatcher, Route
+from serving.feature_readers import FeatureSource
 from serving.model_pool import LoadedModel, ModelPool
-from serving.online_features import OnlineFeatureReader, OnlineFeatures
+from serving.online_features import OnlineFeatures
+from serving.prediction import Prediction, ScoringRequest
+from serving.scoring import FallbackChain
+from serving.shadows import ShadowScorer
 
-log = logging.getLogger(__name__)
-HANG_GRACE_S = 0.25  # how far past the latency budget a model may run before it is abandoned as hung
-MAX_SHADOW_BACKLOG = 10_000
+__all__ = ["Prediction", "Predictor", "ScoringRequest"]
 
-
-@dataclass(frozen=True)
-class ScoringRequest:
-    """One transaction to score: entity keys and request fields, its time, and ids."""
-
-    request_id: str
-    transaction_id: str | None
-    row: dict[str, Any]  # entity keys + request fields, as the feature service needs them
-    time_us: int  # the transaction's time (µs since the epoch): features are taken as of just before it
-
-
-@dataclass
-class Prediction:
-    """What the service answers for one transaction."""
-
-    request_id: str
-    transaction_id: str | None
-    score: float
-    model: LoadedModel
-    role: str
-    fallback: bool
-    fallback_reason: str | None
-    missing: list[str]
-    stale: list[str]
-    cached: bool
-    contributions: dict[str, float] | None = None
+Features = Callable[[str], Awaitable[OnlineFeatures]]
 
 
 class Predictor:
     """Scores transactions with the pool's models on features read from Redis."""
 
-    def __init__(
-        self,
-        redis_client,
-        reader_for: Callable[[str], OnlineFeatureReader],
-        pool: ModelPool,
-        dispatcher: Dispatcher,
-        cache: PredictionCache,
-        feature_log: FeatureLogWriter,
-        metrics: ServingMetrics,
-        latency_budget_ms: float,
-        redis_addr: str,
-    ) -> None:
-        self.redis = redis_client
-        self.reader_for = reader_for
+    def __init__(self, pool: ModelPool, dispatcher: Dispatcher, features: FeatureSource, cache: PredictionCache,
+                 chain: FallbackChain, shadows: ShadowScorer, accounting: Accounting) -> None:
         self.pool = pool
         self.dispatcher = dispatcher
+        self.features = features
         self.cache = cache
-        self.feature_log = feature_log
-        self.metrics = metrics
-        self.budget_s = latency_budget_ms / 1000.0
-        self.redis_addr = redis_addr
-        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="score")
-        self._shadow_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
-        self._shadow_backlog = 0
-
-    async def _features(self, service: str, requests: Sequence[ScoringRequest]) -> OnlineFeatures:
-        reader = self.reader_for(service)
-        try:
-            return await reader.fetch(self.redis, [r.row for r in requests], [r.time_us for r in requests])
-        except (redis.RedisError, OSError) as exc:
-            self.metrics.redis_errors.inc()
-            raise OnlineStoreUnavailable(
-                f"the online store (Redis at {self.redis_addr}) did not answer ({type(exc).__name__}); "
-                "the service retries on the next request"
-            ) from exc
-
-    async def _score(self, model: LoadedModel, X: np.ndarray, budget: bool) -> np.ndarray:
-        if not budget or self.budget_s <= 0:
-            return model.predict(X)
-        loop = asyncio.get_running_loop()
-
-        def timed() -> tuple[np.ndarray, float]:
-            started = time.perf_counter()
-            return model.predict(X), time.perf_counter() - started
-
-        # The budget judges the model's own compute time, not time spent queueing behind other requests in a
-        # saturated event loop (falling back would not help there: the previous golden waits in the same queue).
-        # A model that hangs is cut off after the budget plus HANG_GRACE_S.
-        scores, took = await asyncio.wait_for(loop.run_in_executor(self._executor, timed),
-                                              self.budget_s + HANG_GRACE_S)
-        if took > self.budget_s:
-            raise TimeoutError(f"took {took * 1000:.2f} ms, over the {self.budget_s * 1000:g} ms budget")
-        return scores
+        self.chain = chain
+        self.shadows = shadows
+        self.accounting = accounting
 
     async def predict(self, requests: Sequence[ScoringRequest], explain: bool = False) -> list[Prediction]:
         """Score every request; models answer per their route, failures fall back, nothing is left unscored."""
         t0 = time.perf_counter()
         state = self.pool.state  # a snapshot: a hot swap during this call does not affect it
-        routes = [self.dispatcher.route(state, r.row.get("customer_id")) for r in requests]
+        route = self.dispatcher.route
+        routes = [route(state, r.row.get("customer_id")) for r in requests]
         fetched: dict[str, OnlineFeatures] = {}
 
         async def features(service: str) -> OnlineFeatures:
             if service not in fetched:
-                fetched[service] = await self._features(service, requests)
+                fetched[service] = await self.features.fetch(service, requests)
             return fetched[service]
 
-        by_model: dict[int, list[int]] = {}
-        for i, route in enumerate(routes):
-            by_model.setdefault(id(route.primary), []).append(i)
-        results: list[Prediction | None] = [None] * len(requests)
-        for idx in by_model.values():
-            route = routes[idx[0]]
-            await self._predict_group(route, idx, requests, features, results, explain)
+        groups: dict[int, list[int]] = {}  # routes are shared per pool state: one group per route
+        for i, r in enumerate(routes):
+            groups.setdefault(id(r), []).append(i)
+        results: list[Prediction] = [None] * len(requests)  # type: ignore[list-item]  # every slot is filled
+        for idx in groups.values():
+            await self._predict_group(routes[idx[0]], idx, requests, features, results, explain)
         elapsed = time.perf_counter() - t0
-        out = [p for p in results if p is not None]
-        self._account(out, requests, fetched, elapsed, state)
-        return out
+        now = datetime.now(UTC)
+        self.accounting.served(results, requests, fetched, elapsed, now)
+        self.shadows.submit(self.dispatcher.shadows(state), requests, fetched, now)
+        return results
 
-    async def _predict_group(self, route: Route, idx: list[int], requests, features, results, explain) -> None:
-        model = route.primary
+    async def _predict_group(self, route: Route, idx: list[int], requests: Sequence[ScoringRequest],
+                             features: Features, results: list[Prediction], explain: bool) -> None:
+        """Predictions for the requests ``idx``, which share ``route``: cache, then the fallback chain."""
+        primary = route.primary
+        model = primary.model
         feats = await features(model.feature_service)
         X = np.vstack([model.vector(feats.values[i]) for i in idx])
-        scores = np.full(len(idx), np.nan)
-        keys = [vector_key(model.name, model.version, X[k]) for k in range(len(idx))]
+        n = len(idx)
+        keys = [vector_key(model.name, model.version, X[k]) for k in range(n)]
         generation = self.cache.generation
-        cached = np.zeros(len(idx), dtype=bool)
-        if not explain:
-            for k, key in enumerate(keys):
-                hit = self.cache.get(key)
-                if hit is not None:
-                    scores[k], cached[k] = hit, True
+        if explain:  # contributions are never cached: score every row
+            scores, cached = np.full(n, np.nan), np.zeros(n, dtype=bool)
+        else:
+            scores, cached = self.cache.get_many(keys)
         n_hits = int(cached.sum())
-        if n_hits:
-            self.metrics.cache_hits.inc(n_hits)
-        if n_hits < len(idx):
-            self.metrics.cache_misses.inc(len(idx) - n_hits)
-        answering: list[LoadedModel] = [model] * len(idx)
+        self.accounting.cache_lookups(n_hits, n - n_hits)
+        if route.unavailable_reason:
+            self.accounting.fell_back("golden_unavailable", n)
+        answering: list[Candidate] = [primary] * n
         reason = route.unavailable_reason
-        if reason:
-            self.metrics.fallbacks.labels("golden_unavailable").inc(len(idx))
         todo = np.flatnonzero(~cached)
         if len(todo):
-            chain = [model, *route.fallbacks]
-            for depth, candidate in enumerate(chain):
-                try:
-                    if candidate.feature_service != model.feature_service:
-                        cf = await features(candidate.feature_service)
-                        Xc = np.vstack([candidate.vector(cf.values[idx[k]]) for k in todo])
-                    else:
-                        Xc = np.vstack([candidate.vector(feats.values[idx[k]]) for k in todo])
-                    got = await self._score(candidate, Xc, budget=depth == 0)
-                except OnlineStoreUnavailable:
-                    raise
-                except Exception as exc:  # TimeoutError (over budget) or a failing model
-                    why = "latency_budget" if isinstance(exc, TimeoutError) else "model_error"
-                    self.metrics.fallbacks.labels(why).inc(len(todo))
-                    detail = (f"over the {self.budget_s * 1000:g} ms latency budget" if why == "latency_budget"
-                              else f"{type(exc).__name__}: {exc}")
-                    reason = f"{candidate.name} v{candidate.version} failed: {detail}"
-                    log.warning("falling back: %s", reason)
-                    continue
-                scores[todo] = got
+            async def matrix(m: LoadedModel) -> np.ndarray:
+                if m is model:
+                    return X[todo]
+                values = feats.values if m.feature_service == model.feature_service else (
+                    await features(m.feature_service)).values
+                return np.vstack([m.vector(values[idx[k]]) for k in todo])
+
+            answer = await self.chain.answer(route, matrix, len(todo))
+            scores[todo] = answer.scores
+            reason = answer.reason
+            for k in todo:
+                answering[k] = answer.candidate
+            if answer.candidate is primary:
                 for k in todo:
-                    answering[k] = candidate
-                if candidate is model:
-                    for k in todo:
-                        self.cache.put(keys[k], float(scores[k]), generation)
-                break
-            else:
-                raise ModelUnavailable(f"every model on the route failed; last: {reason}")
-        contributions: list[dict[str, float] | None] = [None] * len(idx)
-        if explain:
-            for m in {id(a): a for a in answering}.values():
-                ks = [k for k in range(len(idx)) if answering[k] is m]
-                rows = np.vstack([m.vector(feats.values[idx[k]]) for k in ks])
-                contrib = m.contributions(rows)
-                names = [*m.feature_names, "bias"]
-                for j, k in enumerate(ks):
-                    contributions[k] = {n: float(c) for n, c in zip(names, contrib[j], strict=True)}
+                    self.cache.put(keys[k], float(scores[k]), generation)
+        contributions = await _explain(answering, idx, features) if explain else None
         for k, i in enumerate(idx):
-            m = answering[k]
-            fell_back = m is not model or route.unavailable_reason is not None
-            role = route.role if m is model else ("golden" if m is self.pool.state.golden else "previous_golden")
-            if route.unavailable_reason is not None and m is model:
-                role = "previous_golden"
+            c = answering[k]
+            fell_back = c is not primary or route.unavailable_reason is not None
             results[i] = Prediction(
                 request_id=requests[i].request_id, transaction_id=requests[i].transaction_id,
-                score=float(scores[k]), model=m, role=role, fallback=fell_back,
+                score=float(scores[k]), model=c.model, role=c.role, fallback=fell_back,
                 fallback_reason=reason if fell_back else None,
                 missing=feats.missing[i], stale=feats.stale[i], cached=bool(cached[k]),
-                contributions=contributions[k],
+                contributions=None if contributions is None else contributions[k],
             )
-
-    def _account(self, preds: list[Prediction], requests, fetched, elapsed: float, state) -> None:
-        """Metrics, feature logs, and shadow scoring (handed to a background thread)."""
-        now = datetime.now(UTC)
-        latency_ms = elapsed * 1000.0
-        records = []
-        for i, (p, req) in enumerate(zip(preds, requests, strict=True)):
-            version = str(p.model.version)
-            self.metrics.predictions.labels(p.model.name, version, p.role).inc()
-            self.metrics.latency.labels(p.model.name, version).observe(elapsed)
-            for n in p.missing:
-                self.metrics.missing.labels(n).inc()
-            for n in p.stale:
-                self.metrics.stale.labels(n).inc()
-            values = fetched[p.model.feature_service].values[i]
-            records.append(_record(req, p.model, p.role, True, p.score, p, values, now, latency_ms))
-        self.feature_log.write(records)
-        shadows = state.shadows
-        if shadows and self._shadow_backlog < MAX_SHADOW_BACKLOG:
-            self._shadow_backlog += len(requests)
-            snapshot = {s: f for s, f in fetched.items()}
-            self._shadow_executor.submit(self._run_shadows, shadows, list(requests), snapshot, now)
-        elif shadows:
-            for s in shadows:
-                self.metrics.shadow.labels(s.name, str(s.version), "dropped").inc(len(requests))
-
-    def _run_shadows(self, shadows: list[LoadedModel], requests, fetched: dict[str, OnlineFeatures], now) -> None:
-        try:
-            for shadow in shadows:
-                feats = fetched.get(shadow.feature_service)
-                if feats is None:
-                    self.metrics.shadow.labels(shadow.name, str(shadow.version), "other_feature_service").inc()
-                    continue
-                t0 = time.perf_counter()
-                try:
-                    X = np.vstack([shadow.vector(v) for v in feats.values])
-                    scores = shadow.predict(X)
-                except Exception:
-                    log.exception("shadow %s v%s failed", shadow.name, shadow.version)
-                    self.metrics.shadow.labels(shadow.name, str(shadow.version), "error").inc(len(requests))
-                    continue
-                ms = (time.perf_counter() - t0) * 1000.0
-                records = []
-                for i, req in enumerate(requests):
-                    p = Prediction(req.request_id, req.transaction_id, float(scores[i]), shadow, "shadow", False,
-                                   None, feats.missing[i], feats.stale[i], False)
-                    records.append(_record(req, shadow, "shadow", False, p.score, p, feats.values[i], now, ms))
-                self.feature_log.write(records)
-                self.metrics.shadow.labels(shadow.name, str(shadow.version), "logged").inc(len(requests))
-        finally:
-            self._shadow_backlog -= len(requests)
 
     def close(self) -> None:
         """Finish shadow scoring (so its rows reach the feature log) and stop the worker threads."""
-        self._shadow_executor.shutdown(wait=True)
-        self._executor.shutdown(wait=True)
+        self.shadows.close()
+        self.chain.close()
 
 
-def _record(req: ScoringRequest, model: LoadedModel, role: str, served: bool, score: float, p: Prediction,
-            values: dict[str, Any], now: datetime, latency_ms: float) -> dict[str, Any]:
-    """One feature-log row: ids, time, model, every model input, request fields, prediction, missing/stale."""
-    row = req.row
-    extra = {k: v for k, v in row.items() if k not in ("customer_id", "merchant_id", "amount", "transaction_ts")}
-    return {
-        "request_id": req.request_id,
-        "logged_at": now,
-        "transaction_id": req.transaction_id,
-        "customer_id": row.get("customer_id"),
-        "merchant_id": row.get("merchant_id"),
-        "amount": row.get("amount"),
-        "transaction_ts": row.get("transaction_ts"),
-        "request_fields": json.dumps(extra) if extra else None,
-        "model_name": model.name,
-        "model_version": model.version,
-        "role": role,
-        "served": served,
-        "fallback": p.fallback,
-        "fallback_reason": p.fallback_reason,
-        "cached": p.cached,
-        "prediction": score,
-        "missing": p.missing,
-        "stale": p.stale,
-        "latency_ms": latency_ms,
-        "features": {n: values.get(n) for n in model.feature_names},
-    }
+async def _explain(answering: list[Candidate], idx: list[int], features: Features) -> list[dict[str, float] | None]:
+    """Per-feature contributions (and bias) of each row, by the model that answered it, on that model's inputs."""
+    out: list[dict[str, float] | None] = [None] * len(idx)
+    for c in {id(a): a for a in answering}.values():
+        m = c.model
+        feats = await features(m.feature_service)
+        ks = [k for k, a in enumerate(answering) if a is c]
+        contrib = m.contributions(np.vstack([m.vector(feats.values[idx[k]]) for k in ks]))
+        names = [*m.feature_names, "bias"]
+        for j, k in enumerate(ks):
+            out[k] = {name: float(v) for name, v in zip(names, contrib[j], strict=True)}
+    return out

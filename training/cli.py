@@ -1,5 +1,4 @@
-"""Training commands: `dataset build`, `train`, `models list|promote|rollback` (thin wrappers, mounted by
-``mlplatform.cli._mount_parts``)."""
+"""Training commands: `dataset build`, `train`, `models list|promote|rollback` (thin wrappers)."""
 
 from __future__ import annotations
 
@@ -9,14 +8,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
-err_console = Console(stderr=True)
+from mlplatform.console import console, err_console, friendly, parse_time, part_app
+from mlplatform.errors import ExitCode
+from mlplatform.settings import get_settings
 
-dataset_app = typer.Typer(help="Point-in-time training sets.", no_args_is_help=True)
-models_app = typer.Typer(help="The model registry: versions, golden, promotion, rollback.", no_args_is_help=True)
+app = part_app()
+dataset_app = part_app("Point-in-time training sets.")
+models_app = part_app("The model registry: versions, golden, promotion, rollback.")
+app.add_typer(dataset_app, name="dataset")
+app.add_typer(models_app, name="models")
 
 
 def _fmt(value) -> str:
@@ -30,139 +32,132 @@ def _warn(warnings: list[str]) -> None:
         err_console.print(f"[bold yellow]WARNING:[/] {w}", highlight=False)
 
 
-def mount(app: typer.Typer) -> None:
-    """Add the training commands to the main ``mlplatform`` app."""
-    from mlplatform.cli import friendly, parse_time
-    from mlplatform.settings import get_settings
+@dataset_app.command("build")
+@friendly
+def dataset_build(
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Use only labels known at this time "
+                                              "(ISO-8601; default: end of the feature tables).")] = None,
+) -> None:
+    """Build the training set from labels known at --as-of, with features from the model's FeatureService."""
+    from training.datasets import build_training_set
 
-    @dataset_app.command("build")
-    @friendly
-    def dataset_build(
-        as_of: Annotated[str | None, typer.Option("--as-of", help="Use only labels known at this time "
-                                                  "(ISO-8601; default: end of the feature tables).")] = None,
-    ) -> None:
-        """Build the training set from labels known at --as-of, with features from the model's FeatureService."""
-        from training.datasets import build_training_set
+    with console.status("building the training set (get_historical_features) ..."):
+        ts = build_training_set(get_settings(), as_of=parse_time(as_of))
+    lin = ts.lineage
+    bal = lin["class_balance"]
+    table = Table("", "", title=f"training set {ts.path}")
+    for key, value in [
+        ("as of", lin["as_of"]), ("feature service", lin["feature_service"]),
+        ("feature views", ", ".join(f"{k}@{v}" for k, v in lin["feature_views"].items())),
+        ("rows", f"{lin['rows']:,} (of {lin['labels_total']:,} labels, {lin['labels_known']:,} known then)"),
+        ("fraud", f"{bal['positives']:,} ({bal['positive_rate']:.2%})"),
+        ("time range", " .. ".join(lin["time_range"])), ("fingerprint", lin["fingerprint"]),
+    ]:
+        table.add_row(key, str(value))
+    console.print(table)
 
-        with console.status("building the training set (get_historical_features) ..."):
-            ts = build_training_set(get_settings(), as_of=parse_time(as_of))
-        lin = ts.lineage
-        bal = lin["class_balance"]
-        table = Table("", "", title=f"training set {ts.path}")
-        for key, value in [
-            ("as of", lin["as_of"]), ("feature service", lin["feature_service"]),
-            ("feature views", ", ".join(f"{k}@{v}" for k, v in lin["feature_views"].items())),
-            ("rows", f"{lin['rows']:,} (of {lin['labels_total']:,} labels, {lin['labels_known']:,} known then)"),
-            ("fraud", f"{bal['positives']:,} ({bal['positive_rate']:.2%})"),
-            ("time range", " .. ".join(lin["time_range"])), ("fingerprint", lin["fingerprint"]),
-        ]:
-            table.add_row(key, str(value))
-        console.print(table)
+@app.command("train")
+@friendly
+def train_cmd(
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Build the training set as of this time.")] = None,
+    dataset: Annotated[Path | None, typer.Option(help="Train on this saved training set instead.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML of hyper-parameters (merged over defaults).")] = None,
+    tune: Annotated[int, typer.Option("--tune", help="Optuna trials of hyper-parameter search (0: none).")] = 0,
+    split: Annotated[str | None, typer.Option(help="Split strategy: time (default), random or custom.")] = None,
+    split_file: Annotated[Path | None, typer.Option(help="custom split: file of transaction_id, split.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the random split and of training.")] = None,
+    if_needed: Annotated[bool, typer.Option("--if-needed", help="Retrain only if enough new labels arrived "
+                                            "or monitoring asked for it; say why.")] = False,
+) -> None:
+    """Train XGBoost on a point-in-time training set, evaluate it and register it as the challenger."""
+    from mlplatform.contracts.retrain_request import mark_retrain_request_done
+    from training.config import load_config
+    from training.pipeline import split_spec_from, train_and_register
+    from training.retrain import check_retrain
 
-    @app.command("train")
-    @friendly
-    def train_cmd(
-        as_of: Annotated[str | None, typer.Option("--as-of", help="Build the training set as of this time.")] = None,
-        dataset: Annotated[Path | None, typer.Option(help="Train on this saved training set instead.")] = None,
-        config: Annotated[Path | None, typer.Option(help="YAML of hyper-parameters (merged over defaults).")] = None,
-        tune: Annotated[int, typer.Option("--tune", help="Optuna trials of hyper-parameter search (0: none).")] = 0,
-        split: Annotated[str | None, typer.Option(help="Split strategy: time (default), random or custom.")] = None,
-        split_file: Annotated[Path | None, typer.Option(help="custom split: file of transaction_id, split.")] = None,
-        seed: Annotated[int | None, typer.Option(help="Seed of the random split and of training.")] = None,
-        if_needed: Annotated[bool, typer.Option("--if-needed", help="Retrain only if enough new labels arrived "
-                                                "or monitoring asked for it; say why.")] = False,
-    ) -> None:
-        """Train XGBoost on a point-in-time training set, evaluate it and register it as the challenger."""
-        from training.config import load_config
-        from training.pipeline import split_spec_from, train_and_register
-        from training.retrain import check_retrain, mark_request_done
-
-        settings = get_settings()
-        trigger = "manual"
-        if if_needed:
-            decision = check_retrain(settings, parse_time(as_of))
-            if not decision.retrain:
-                console.print(f"[green]no retrain needed:[/] {decision.reason}")
-                return
-            console.print(f"[bold]retraining:[/] {decision.reason}")
-            trigger = f"if-needed: {decision.reason}"
-        spec = split_spec_from(settings, load_config(settings, config), strategy=split, seed=seed,
-                               assignment_path=split_file)
-        with console.status("training ...") as status:
-            outcome = train_and_register(settings, dataset=dataset, as_of=parse_time(as_of), config_path=config,
-                                         tune_trials=tune, split=spec, trigger=trigger,
-                                         on_step=lambda msg: status.update(msg + " ..."))
-        if if_needed:
-            mark_request_done(settings)
-        _warn(outcome.split_warnings)
-        m = outcome.metrics
-        table = Table("metric", "model", "oracle", title=f"{outcome.version.name} v{outcome.version.version} "
-                      f"(challenger) on {int(m['rows']):,} held-out rows")
-        oracle = json.loads((outcome.evaluation_dir / "summary.json").read_text()).get("oracle", {})
-        for key in ("roc_auc", "pr_auc", "log_loss", "brier"):
-            table.add_row(key, _fmt(m[key]), _fmt(oracle.get(key)))
-        console.print(table)
-        if outcome.oracle_auc is not None:
-            console.print(f"ROC AUC {m['roc_auc']:.4f} vs oracle {outcome.oracle_auc:.4f} "
-                          f"(gap {outcome.oracle_auc - m['roc_auc']:.4f})")
-        for b in outcome.behaviour:
-            mark = "[green]PASS[/]" if b["passed"] else "[red]FAIL[/]"
-            console.print(f"{mark} {b['name']}: {b['detail']}")
-        console.print(f"evaluation: {outcome.evaluation_dir}/summary.md (+ ROC, PR, calibration, importance PNGs)")
-        console.print(f"next: `mlplatform models promote {outcome.version.version}`")
-
-    @models_app.command("list")
-    @friendly
-    def models_list() -> None:
-        """Versions with their metrics; which is golden and which is challenger."""
-        from mlplatform.models.registry import ModelRegistry
-
-        versions = ModelRegistry(get_settings()).list_versions()
-        if not versions:
-            console.print("no models registered yet: run `mlplatform train`")
+    settings = get_settings()
+    trigger = "manual"
+    if if_needed:
+        decision = check_retrain(settings, parse_time(as_of))
+        if not decision.retrain:
+            console.print(f"[green]no retrain needed:[/] {decision.reason}")
             return
-        table = Table("version", "aliases", "ROC AUC", "PR AUC", "log loss", "oracle AUC", "as of", "rows",
-                      "created", title="registered models")
-        for v in versions:
-            style = "bold green" if v.is_golden else None
-            table.add_row(str(v.version), ", ".join(v.aliases), _fmt(v.metrics.get("roc_auc")),
-                          _fmt(v.metrics.get("pr_auc")), _fmt(v.metrics.get("log_loss")),
-                          _fmt(v.metrics.get("oracle_roc_auc")), str(v.lineage.get("as_of", "-"))[:16],
-                          f"{v.lineage.get('rows', 0):,}", f"{v.created_at:%Y-%m-%d %H:%M}", style=style)
-        console.print(table)
+        console.print(f"[bold]retraining:[/] {decision.reason}")
+        trigger = f"if-needed: {decision.reason}"
+    spec = split_spec_from(settings, load_config(settings, config), strategy=split, seed=seed,
+                           assignment_path=split_file)
+    with console.status("training ...") as status:
+        outcome = train_and_register(settings, dataset=dataset, as_of=parse_time(as_of), config_path=config,
+                                     tune_trials=tune, split=spec, trigger=trigger,
+                                     on_step=lambda msg: status.update(msg + " ..."))
+    if if_needed:
+        mark_retrain_request_done(settings)
+    _warn(outcome.split_warnings)
+    m = outcome.metrics
+    table = Table("metric", "model", "oracle", title=f"{outcome.version.name} v{outcome.version.version} "
+                  f"(challenger) on {int(m['rows']):,} held-out rows")
+    oracle = json.loads((outcome.evaluation_dir / "summary.json").read_text()).get("oracle", {})
+    for key in ("roc_auc", "pr_auc", "log_loss", "brier"):
+        table.add_row(key, _fmt(m[key]), _fmt(oracle.get(key)))
+    console.print(table)
+    if outcome.oracle_auc is not None:
+        console.print(f"ROC AUC {m['roc_auc']:.4f} vs oracle {outcome.oracle_auc:.4f} "
+                      f"(gap {outcome.oracle_auc - m['roc_auc']:.4f})")
+    for b in outcome.behaviour:
+        mark = "[green]PASS[/]" if b["passed"] else "[red]FAIL[/]"
+        console.print(f"{mark} {b['name']}: {b['detail']}")
+    console.print(f"evaluation: {outcome.evaluation_dir}/summary.md (+ ROC, PR, calibration, importance PNGs)")
+    console.print(f"next: `mlplatform models promote {outcome.version.version}`")
 
-    @models_app.command("promote")
-    @friendly
-    def models_promote(
-        version: Annotated[int, typer.Argument(help="Version to make golden.")],
-        force: Annotated[bool, typer.Option("--force", help="Promote even if the gate refuses (audited).")] = False,
-        reason: Annotated[str, typer.Option(help="Why (kept in the audit log).")] = "",
-    ) -> None:
-        """Make VERSION golden if it beats the golden by the margin and passes its behavioural tests."""
-        from mlplatform.models.promotion import promote_model
+@models_app.command("list")
+@friendly
+def models_list() -> None:
+    """Versions with their metrics; which is golden and which is challenger."""
+    from mlplatform.models.registry import ModelRegistry
 
-        with console.status(f"running the promotion gate for v{version} ..."):
-            result = promote_model(get_settings(), version, force=force, reason=reason)
-        for b in result.behaviour:
-            console.print(f"{'[green]PASS[/]' if b['passed'] else '[red]FAIL[/]'} {b['name']}: {b['detail']}")
-        for r in result.reasons:
-            console.print(f"- {r}", highlight=False)
-        if result.action == "refused":
-            err_console.print(f"[bold red]refused:[/] v{version} stays out; golden is still "
-                              f"{'v' + str(result.golden_before) if result.golden_before else 'none'} "
-                              "(--force overrides, with an audit record)")
-            raise typer.Exit(1)
-        verb = {"forced": "[yellow]FORCED[/]", "unchanged": "unchanged:"}.get(result.action, "[green]promoted[/]")
-        console.print(f"{verb} golden v{result.golden_before or '-'} -> v{result.golden_after}")
+    versions = ModelRegistry(get_settings()).list_versions()
+    if not versions:
+        console.print("no models registered yet: run `mlplatform train`")
+        return
+    table = Table("version", "aliases", "ROC AUC", "PR AUC", "log loss", "oracle AUC", "as of", "rows",
+                  "created", title="registered models")
+    for v in versions:
+        style = "bold green" if v.is_golden else None
+        table.add_row(str(v.version), ", ".join(v.aliases), _fmt(v.metrics.get("roc_auc")),
+                      _fmt(v.metrics.get("pr_auc")), _fmt(v.metrics.get("log_loss")),
+                      _fmt(v.metrics.get("oracle_roc_auc")), str(v.lineage.get("as_of", "-"))[:16],
+                      f"{v.lineage.get('rows', 0):,}", f"{v.created_at:%Y-%m-%d %H:%M}", style=style)
+    console.print(table)
 
-    @models_app.command("rollback")
-    @friendly
-    def models_rollback(reason: Annotated[str, typer.Option(help="Why (kept in the audit log).")] = "") -> None:
-        """Restore the previous golden model."""
-        from mlplatform.models.promotion import rollback
+@models_app.command("promote")
+@friendly
+def models_promote(
+    version: Annotated[int, typer.Argument(help="Version to make golden.")],
+    force: Annotated[bool, typer.Option("--force", help="Promote even if the gate refuses (audited).")] = False,
+    reason: Annotated[str, typer.Option(help="Why (kept in the audit log).")] = "",
+) -> None:
+    """Make VERSION golden if it beats the golden by the margin and passes its behavioural tests."""
+    from mlplatform.models.promotion import promote_model
 
-        result = rollback(get_settings(), reason=reason)
-        console.print(f"[green]rolled back:[/] golden v{result.golden_before} -> v{result.golden_after}")
+    with console.status(f"running the promotion gate for v{version} ..."):
+        result = promote_model(get_settings(), version, force=force, reason=reason)
+    for b in result.behaviour:
+        console.print(f"{'[green]PASS[/]' if b['passed'] else '[red]FAIL[/]'} {b['name']}: {b['detail']}")
+    for r in result.reasons:
+        console.print(f"- {r}", highlight=False)
+    if result.action == "refused":
+        err_console.print(f"[bold red]refused:[/] v{version} stays out; golden is still "
+                          f"{'v' + str(result.golden_before) if result.golden_before else 'none'} "
+                          "(--force overrides, with an audit record)")
+        raise typer.Exit(ExitCode.FAILURE)
+    verb = {"forced": "[yellow]FORCED[/]", "unchanged": "unchanged:"}.get(result.action, "[green]promoted[/]")
+    console.print(f"{verb} golden v{result.golden_before or '-'} -> v{result.golden_after}")
 
-    app.add_typer(dataset_app, name="dataset")
-    app.add_typer(models_app, name="models")
+@models_app.command("rollback")
+@friendly
+def models_rollback(reason: Annotated[str, typer.Option(help="Why (kept in the audit log).")] = "") -> None:
+    """Restore the previous golden model."""
+    from mlplatform.models.promotion import rollback
+
+    result = rollback(get_settings(), reason=reason)
+    console.print(f"[green]rolled back:[/] golden v{result.golden_before} -> v{result.golden_after}")

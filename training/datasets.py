@@ -21,6 +21,7 @@ import pandas as pd
 from mlplatform.errors import DataNotFoundError, InvalidInputError
 from mlplatform.features.service import feature_signature, transaction_entity_rows
 from mlplatform.settings import Settings
+from mlplatform.timeutil import utc
 
 LABEL = "is_fraud"
 TIME = "event_timestamp"  # the entity row's time: the transaction's time minus 1 µs
@@ -49,11 +50,6 @@ class TrainingSet:
     @property
     def fingerprint(self) -> str:
         return str(self.lineage["fingerprint"])
-
-
-def _utc(ts) -> pd.Timestamp:
-    t = pd.Timestamp(ts)
-    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
 
 
 def read_labels(raw_dir: Path) -> pd.DataFrame:
@@ -135,10 +131,12 @@ def default_as_of(settings: Settings) -> pd.Timestamp:
     """The latest time features were built up to (the feature build watermark)."""
     from mlplatform.features.pipelines import read_build_state
 
-    state = read_build_state(settings.features_dir)
+    state = read_build_state(settings.layout.features_dir)
     if "until" not in state:
-        raise DataNotFoundError(f"no feature tables in {settings.features_dir}: run `mlplatform features build` first")
-    return _utc(state["until"])
+        raise DataNotFoundError(
+            f"no feature tables in {settings.layout.features_dir}: run `mlplatform features build` first"
+        )
+    return utc(state["until"])
 
 
 def build_training_set(settings: Settings, as_of: datetime | None = None, store=None,
@@ -147,14 +145,14 @@ def build_training_set(settings: Settings, as_of: datetime | None = None, store=
     from mlplatform.stores import open_feature_store
 
     watermark = default_as_of(settings)
-    as_of_ts = watermark if as_of is None else _utc(as_of)
+    as_of_ts = watermark if as_of is None else utc(as_of)
     if as_of_ts > watermark:
         raise InvalidInputError(
             f"--as-of {as_of_ts.isoformat()} is after the feature tables' end ({watermark.isoformat()}): "
             "features after it are unknown; run `mlplatform features build` on newer data or pick an earlier time"
         )
-    transactions = read_transactions(settings.raw_dir)
-    labels = read_labels(settings.raw_dir)
+    transactions = read_transactions(settings.layout.raw_dir)
+    labels = read_labels(settings.layout.raw_dir)
     rows = labeled_entity_rows(transactions, labels, as_of_ts)
     if rows.empty:
         first = labels["label_timestamp"].min()
@@ -174,7 +172,7 @@ def build_training_set(settings: Settings, as_of: datetime | None = None, store=
     if len(frame) != len(rows):
         raise InvalidInputError(f"feature retrieval returned {len(frame)} rows for {len(rows)} entity rows")
     frame[TIME] = pd.to_datetime(frame[TIME], utc=True).dt.as_unit("us")
-    merchants = pd.read_parquet(settings.raw_dir / "merchants.parquet", columns=["merchant_id", "category"])
+    merchants = pd.read_parquet(settings.layout.raw_dir / "merchants.parquet", columns=["merchant_id", "category"])
     frame = frame.merge(merchants.rename(columns={"category": "merchant_category"}), on="merchant_id", how="left")
     frame = frame[[c for c in META_COLUMNS if c in frame.columns] + names]
     frame = frame.sort_values([TIME, "transaction_id"], kind="stable").reset_index(drop=True)
@@ -197,7 +195,7 @@ def build_training_set(settings: Settings, as_of: datetime | None = None, store=
         "data_dir": str(settings.data_path),
         "built_at": datetime.now(UTC).isoformat(),
     }
-    target = out_dir or settings.data_path / "datasets" / f"asof-{as_of_ts:%Y%m%dT%H%M%S}-{fingerprint[:12]}"
+    target = out_dir or settings.layout.datasets_dir / f"asof-{as_of_ts:%Y%m%dT%H%M%S}-{fingerprint[:12]}"
     save_training_set(frame, lineage, target)
     return TrainingSet(target, frame, lineage)
 
@@ -242,7 +240,7 @@ def load_training_set(path: Path) -> TrainingSet:
 
 def latest_training_set(settings: Settings) -> Path:
     """The most recently built training set under ``<data_dir>/datasets``."""
-    root = settings.data_path / "datasets"
+    root = settings.layout.datasets_dir
     found = [p for p in root.glob("asof-*") if (p / LINEAGE_FILE).is_file()] if root.exists() else []
     if not found:
         raise DataNotFoundError(f"no training set in {root}: run `mlplatform dataset build` first")

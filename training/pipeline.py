@@ -81,7 +81,7 @@ def train_and_register(
     staging = Path(tempfile.mkdtemp(prefix="mlplatform-train-"))
     try:
         eval_dir = staging / "evaluation"
-        summary = evaluate(fit.booster, test, names, settings.oracle_dir, eval_dir)
+        summary = evaluate(fit.booster, test, names, settings.layout.oracle_dir, eval_dir)
         behaviour = [b.as_dict() for b in run_behaviour_suite(fit.booster, test, names)]
         summary["behaviour"] = behaviour
         summary["split"] = result.summary

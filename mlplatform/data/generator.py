@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from mlplatform.data import world
 from mlplatform.errors import ConflictError, InvalidInputError
+from mlplatform.files import write_atomic
 
 DEFAULT_START = datetime(2026, 10, 1, tzinfo=UTC)
 SECONDS_PER_DAY = 86_400
@@ -302,10 +303,7 @@ def write_immutable(path: Path, payload: bytes) -> str:
             f"{path} already exists with different content; raw data is immutable. "
             "Generate into a new --data-dir (or delete the folder deliberately)."
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(payload)
-    tmp.replace(path)
+    write_atomic(path, payload)
     return "written"
 
 

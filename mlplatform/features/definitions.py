@@ -2,47 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 from mlplatform.errors import DefinitionError
+from mlplatform.features.repo import parse_definitions, repo_on_path
 from mlplatform.settings import Settings
-
-
-@contextlib.contextmanager
-def _repo_on_path(repo: Path) -> Iterator[None]:
-    """Import the repo's modules fresh (Feast imports them by bare name) and restore cwd afterwards."""
-    repo = repo.resolve()
-    cwd = os.getcwd()
-    # Feast imports definition files as top-level modules named after the files: forget any earlier import
-    # (of this repo or another one) so definitions are read afresh with the current settings.
-    for path in repo.glob("*.py"):
-        sys.modules.pop(path.stem, None)
-    sys.path.insert(0, str(repo))
-    try:
-        yield
-    finally:
-        os.chdir(cwd)
-        with contextlib.suppress(ValueError):
-            sys.path.remove(str(repo))
-
-
-def parse_definitions(settings: Settings):
-    """The repo's definitions as Feast ``RepoContents`` (nothing is applied)."""
-    settings.export_feast_env()
-    from feast.repo_operations import parse_repo
-
-    repo = settings.feature_repo.resolve()
-    with _repo_on_path(repo):
-        os.chdir(repo)
-        try:
-            return parse_repo(repo)
-        except Exception as exc:  # a definition file that does not import
-            raise DefinitionError(f"feature_repo does not load: {type(exc).__name__}: {exc}") from exc
 
 
 def apply_definitions(settings: Settings, validate: bool = True) -> list:
@@ -61,14 +25,14 @@ def apply_definitions(settings: Settings, validate: bool = True) -> list:
     from feast.repo_operations import apply_total
 
     repo = settings.feature_repo.resolve()
-    registry = settings.registry_path
+    registry = settings.layout.registry_path
     registry.parent.mkdir(parents=True, exist_ok=True)
     backup = registry.with_name(registry.name + ".bak")
     existed = registry.exists()
     if existed:
         shutil.copy2(registry, backup)
     try:
-        with _repo_on_path(repo):
+        with repo_on_path(repo):
             config = load_repo_config(repo, repo / "feature_store.yaml")
             apply_total(config, repo, skip_source_validation=False)
     except BaseException as exc:

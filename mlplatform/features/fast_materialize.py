@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mlplatform.contracts.redis_layout import feature_field, timestamp_field, timestamp_nanos
 from mlplatform.errors import DataNotFoundError, InvalidInputError
 
 # feast.types.Value_pb2.ValueType numbers (used inside serialized entity keys)
@@ -256,14 +257,6 @@ def encode_entity_keys(
     return [buf[i : i + width] for i in range(0, n * width, width)]
 
 
-def timestamp_nanos(serialized: bytes) -> int:
-    """Nanoseconds since the epoch of a serialized google.protobuf.Timestamp (as Feast compares them)."""
-    from google.protobuf.timestamp_pb2 import Timestamp
-
-    ts = Timestamp.FromString(serialized)
-    return ts.seconds * 1_000_000_000 + ts.nanos
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Which views this engine takes, and the row selection.
 
@@ -475,16 +468,14 @@ def materialize_view(
     table = latest_rows(view, path, start, end)
     written = skipped = 0
     if table.num_rows:
-        from feast.infra.online_stores.helpers import _mmh3
-
         types = {c.name: _value_type(c.dtype) for c in view.entity_columns}
         key_args = encode_entity_keys({k: table.column(k) for k in types}, types, store.project, resp=True)
         micros = table.column("__ts_us").to_numpy()
         seconds, nanos = split_timestamps(micros)
-        ts_field = f"_ts:{view.name}".encode()
+        ts_field = timestamp_field(view.name).encode()
         ts_args = encode_timestamps(micros, resp_prefix=resp_arg(ts_field))
         value_args = [
-            ENCODERS[_value_type(f.dtype)](table.column(f.name), resp_prefix=resp_arg(_mmh3(f"{view.name}:{f.name}")))
+            ENCODERS[_value_type(f.dtype)](table.column(f.name), resp_prefix=resp_arg(feature_field(view.name, f.name)))
             for f in view.features
         ]
         online = store.config.online_store

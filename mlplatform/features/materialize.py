@@ -54,7 +54,7 @@ def default_end(settings: Settings) -> datetime:
     period generated or built afterwards with earlier timestamps) is built, and the next run would skip it."""
     from mlplatform.features.pipelines import read_build_state
 
-    until = read_build_state(settings.features_dir).get("until")
+    until = read_build_state(settings.layout.features_dir).get("until")
     return datetime.fromisoformat(until) if until else datetime.now(UTC)
 
 

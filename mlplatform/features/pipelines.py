@@ -26,6 +26,8 @@ import pyarrow.parquet as pq
 
 from mlplatform.data.generator import read_manifest
 from mlplatform.errors import DataNotFoundError, InvalidInputError
+from mlplatform.files import atomic_path
+from mlplatform.timeutil import utc
 
 # The longest window a feature looks back over; incremental builds re-read this much raw data before --since.
 CUSTOMER_LOOKBACK = timedelta(days=7)
@@ -166,15 +168,10 @@ class BuildResult:
     until: datetime
 
 
-def _utc(ts: datetime | str | pd.Timestamp) -> pd.Timestamp:
-    t = pd.Timestamp(ts)
-    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-
-
 def raw_watermark(data_dir: Path) -> pd.Timestamp:
     """End (exclusive) of the raw data: the end of the last generated period."""
     manifest = read_manifest(data_dir)
-    return _utc(max(p["end"] for p in manifest["periods"]))
+    return utc(max(p["end"] for p in manifest["periods"]))
 
 
 def read_build_state(features_dir: Path) -> dict:
@@ -216,12 +213,10 @@ def _normalise(table: pa.Table) -> pa.Table:
     return table.cast(pa.schema(fields))
 
 
-def write_atomic(table: pa.Table, path: Path) -> None:
-    """Write Parquet to a temporary file and rename it into place: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    tmp.replace(path)
+def write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    """Write Parquet (zstd) so readers never see half a file."""
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
 
 
 def build_features(data_dir: Path, since: datetime | str | None = None) -> BuildResult:
@@ -236,12 +231,12 @@ def build_features(data_dir: Path, since: datetime | str | None = None) -> Build
     if since == "last":
         if "until" not in state:
             raise DataNotFoundError("--since last: no previous build found; run `mlplatform features build` first.")
-        since_ts: pd.Timestamp | None = _utc(state["until"])
+        since_ts: pd.Timestamp | None = utc(state["until"])
     elif since is None:
         since_ts = None
     else:
         try:
-            since_ts = _utc(since)
+            since_ts = utc(since)
         except (ValueError, TypeError) as exc:
             raise InvalidInputError(f"--since: cannot read {since!r} as a timestamp ({exc})") from exc
     if since_ts is not None and since_ts > until:
@@ -270,7 +265,7 @@ def build_features(data_dir: Path, since: datetime | str | None = None) -> Build
                 )
                 table = pa.concat_tables([keep, new.cast(keep.schema)])
                 appended[name] = new.num_rows
-            write_atomic(table, path)
+            write_parquet_atomic(table, path)
             total[name] = table.num_rows
     finally:
         con.close()

@@ -1,12 +1,13 @@
 """The contract between features and models: which inputs a feature service gives, and how a transaction
-becomes an entity row. Training, batch scoring, serving and monitoring all go through these two functions."""
+becomes an entity row (looked up at t − SCORING_OFFSET). Training, batch scoring, serving and monitoring all go
+through these two functions."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-# A transaction at time t is scored with the features as they were just before it: never including itself.
-SCORING_OFFSET = pd.Timedelta(microseconds=1)
+from mlplatform.contracts.redis_layout import SCORING_OFFSET
+
 REQUEST_FIELDS = ("amount", "transaction_ts")
 ENTITY_KEYS = ("customer_id", "merchant_id")
 
@@ -31,7 +32,7 @@ def transaction_entity_rows(transactions: pd.DataFrame) -> pd.DataFrame:
             "merchant_id": transactions["merchant_id"].to_numpy(),
             "amount": transactions["amount"].to_numpy(dtype=float),
             "transaction_ts": (ts.astype("int64") // 10**6).to_numpy(),
-            "event_timestamp": (ts - SCORING_OFFSET).to_numpy(),
+            "event_timestamp": (ts - pd.Timedelta(SCORING_OFFSET)).to_numpy(),
         }
     )
     rows["event_timestamp"] = pd.to_datetime(rows["event_timestamp"], utc=True).dt.as_unit("us")

@@ -55,7 +55,7 @@ def _source_path(source) -> Path | None:
 
 def validate_definitions(settings: Settings) -> list[Problem]:
     """Every problem found between the repo's definitions and their Parquet sources (empty list: all good)."""
-    from mlplatform.features.definitions import parse_definitions
+    from mlplatform.features.repo import parse_definitions
 
     contents = parse_definitions(settings)
     entities = {e.name: e for e in contents.entities}

@@ -1,14 +1,11 @@
 """The promotion gate: a model becomes golden only if it beats the current golden on the same evaluation data by
 a margin and passes its behavioural tests. Promotions are serialized by a file lock, switch aliases without ever
-leaving the registry without a golden, and are recorded in an append-only audit log.
+leaving the registry without a golden, and are recorded (refusals too) in the platform's one audit log.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +19,9 @@ from mlplatform.models.scoring import predict
 from mlplatform.settings import Settings
 
 MIN_EVAL_ROWS = 100
+# Audit actions of the promotion gate, in the one audit log (mlplatform.audit).
+PROMOTE, FORCE_PROMOTE, PROMOTE_REFUSED, ROLLBACK = "promote", "force_promote", "promote_refused", "rollback"
+PROMOTION_ACTIONS = (PROMOTE, FORCE_PROMOTE, PROMOTE_REFUSED, ROLLBACK)
 LABEL = "is_fraud"
 TIME = "event_timestamp"
 
@@ -48,53 +48,28 @@ class PromotionResult:
 
 
 def _lock_path(settings: Settings) -> Path:
-    return settings.models_path / "promotion.lock"
-
-
-def audit_path(settings: Settings) -> Path:
-    """The append-only audit log of promotions and rollbacks."""
-    return settings.models_path / "audit.jsonl"
-
-
-def append_audit(settings: Settings, record: dict) -> None:
-    """Append one JSON line with a single write (O_APPEND) and fsync: a record is whole or absent."""
-    path = audit_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps({"time": datetime.now(UTC).isoformat(), **record}, default=str) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _platform_audit(settings: Settings, action: str, version: int | None, details: dict, reason: str,
-                    actor: str) -> None:
-    """Also record the change in the platform-wide audit log (webhooks, `mlplatform audit`); never fails the step."""
-    try:
-        from mlplatform.audit import record
-
-        record(settings, action, f"model {settings.model_name} v{version}", details={"version": version, **details},
-               reason=reason or None, actor=actor)
-    except Exception as exc:  # noqa: BLE001 - the models' own audit.jsonl already holds the record
-        import sys
-
-        print(f"warning: could not write the platform audit log: {exc}", file=sys.stderr)
+    return settings.layout.models_path / "promotion.lock"
 
 
 def read_audit(settings: Settings) -> list[dict]:
-    """Every audit record, oldest first (a torn last line, impossible by construction, would be skipped)."""
-    path = audit_path(settings)
-    if not path.exists():
-        return []
+    """Promotion, refusal and rollback records of the one audit log, oldest first, as flat dicts."""
+    from mlplatform.audit import list_records
+
     out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
+    for rec in list_records(settings):
+        if rec.action in PROMOTION_ACTIONS:
+            out.append({"time": rec.time, "actor": rec.actor, "action": rec.action, "reason": rec.reason,
+                        **rec.details})
     return out
+
+
+def _audit(settings: Settings, action: str, version: int | None, details: dict, reason: str,
+           actor: str | None, channel: str) -> None:
+    """Record a promotion, refusal or rollback in the audit log (which also notifies webhooks)."""
+    from mlplatform.audit import record
+
+    record(settings, action, f"model {settings.model_name} v{version}",
+           details={"version": version, "channel": channel, **details}, reason=reason or None, actor=actor)
 
 
 def evaluation_rows(registry: ModelRegistry, candidate: ModelVersion, golden: ModelVersion | None) -> pd.DataFrame:
@@ -164,8 +139,11 @@ def gate(settings: Settings, registry: ModelRegistry, candidate: ModelVersion,
 
 
 def promote_model(settings: Settings, version: int, *, force: bool = False, reason: str = "",
-                  actor: str = "cli") -> PromotionResult:
-    """Make ``version`` golden if it passes the gate (or ``force``); serialized, atomic and audited."""
+                  actor: str | None = None, channel: str = "cli") -> PromotionResult:
+    """Make ``version`` golden if it passes the gate (or ``force``); serialized, atomic and audited.
+
+    ``actor`` is who asked (default: ``MLPLATFORM_ACTOR`` or the login user); ``channel`` how (cli, api, pipeline).
+    """
     registry = ModelRegistry(settings)
     with file_lock(_lock_path(settings), timeout=300, what="the promotion lock"):
         candidate = registry.get(version)
@@ -175,9 +153,8 @@ def promote_model(settings: Settings, version: int, *, force: bool = False, reas
             return PromotionResult("unchanged", version, before, before, True, [f"v{version} is already golden"])
         passed, reasons, comparison, behaviour = gate(settings, registry, candidate, golden)
         if not passed and not force:
-            append_audit(settings, {"actor": actor, "action": "refused", "version": version, "golden_before": before,
-                                    "golden_after": before, "forced": False, "reason": reason, "gate": reasons,
-                                    "comparison": comparison})
+            _audit(settings, PROMOTE_REFUSED, version, {"golden_before": before, "golden_after": before,
+                   "forced": False, "gate": reasons, "comparison": comparison}, reason, actor, channel)
             return PromotionResult("refused", version, before, before, False, reasons, comparison, behaviour)
         # Alias moves are single-row updates: golden always points at a whole, registered version.
         if golden is not None:
@@ -186,15 +163,14 @@ def promote_model(settings: Settings, version: int, *, force: bool = False, reas
         if CHALLENGER in candidate.aliases:
             registry.delete_alias(CHALLENGER)
         action = "promoted" if passed else "forced"
-        append_audit(settings, {"actor": actor, "action": action, "version": version, "golden_before": before,
-                                "golden_after": version, "forced": force and not passed, "reason": reason,
-                                "gate": reasons, "comparison": comparison})
-        _platform_audit(settings, "promote" if passed else "force_promote", version,
-                        {"golden_before": before, "gate": reasons}, reason, actor)
+        _audit(settings, PROMOTE if passed else FORCE_PROMOTE, version,
+               {"golden_before": before, "golden_after": version, "forced": force and not passed, "gate": reasons,
+                "comparison": comparison}, reason, actor, channel)
         return PromotionResult(action, version, before, version, passed, reasons, comparison, behaviour)
 
 
-def rollback(settings: Settings, *, actor: str = "cli", reason: str = "") -> PromotionResult:
+def rollback(settings: Settings, *, actor: str | None = None, reason: str = "",
+             channel: str = "cli") -> PromotionResult:
     """Restore the previous golden; the one before it (from the audit log) becomes the new previous golden."""
     registry = ModelRegistry(settings)
     with file_lock(_lock_path(settings), timeout=300, what="the promotion lock"):
@@ -209,16 +185,14 @@ def rollback(settings: Settings, *, actor: str = "cli", reason: str = "") -> Pro
         registry.set_alias(GOLDEN, previous.version)
         earlier = None
         for record in reversed(read_audit(settings)):
-            if record.get("action") in ("promoted", "forced") and record.get("golden_after") == previous.version:
+            if record.get("action") in (PROMOTE, FORCE_PROMOTE) and record.get("golden_after") == previous.version:
                 earlier = record.get("golden_before")
                 break
         if earlier is not None and earlier != previous.version and earlier != before:
             registry.set_alias(PREVIOUS_GOLDEN, int(earlier))
         else:
             registry.delete_alias(PREVIOUS_GOLDEN)
-        append_audit(settings, {"actor": actor, "action": "rolled_back", "version": previous.version,
-                                "golden_before": before, "golden_after": previous.version, "forced": False,
-                                "reason": reason, "previous_golden_after": earlier})
-        _platform_audit(settings, "rollback", previous.version, {"golden_before": before}, reason, actor)
+        _audit(settings, ROLLBACK, previous.version, {"golden_before": before, "golden_after": previous.version,
+               "forced": False, "previous_golden_after": earlier}, reason, actor, channel)
         return PromotionResult("rolled_back", previous.version, before, previous.version, True,
                                [f"golden v{before} -> v{previous.version}"])

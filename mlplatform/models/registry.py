@@ -1,14 +1,13 @@
 """The model registry: versions, boosters, input signatures, lineage and aliases (golden, challenger, ...).
 
 Backed by MLflow's model registry on a local SQLite file with no server (see docs/training.md for why). Layout
-under ``settings.models_path`` (default ``<data_dir>/models``)::
+under ``settings.layout.models_path`` (default ``<data_dir>/models``)::
 
     mlflow.db                                   MLflow tracking + model registry (SQLite)
     artifacts/<run_id>/artifacts/model/         the booster in MLflow's xgboost flavour (model.ubj, MLmodel)
     artifacts/<run_id>/artifacts/model_card.json  signature, metrics, params, lineage, booster checksum
     artifacts/<run_id>/artifacts/training_stats.json  per-feature statistics of the training data (skew checks)
     artifacts/<run_id>/artifacts/training_set.parquet the training set the model was built from
-    audit.jsonl                                 append-only record of promotions and rollbacks
     registry.lock / promotion.lock              inter-process locks
 
 A version becomes visible only once every file of it is written: artifacts first, then the registry entry.
@@ -26,10 +25,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
-from mlplatform.errors import DataNotFoundError, InvalidInputError, MLPlatformError
+from mlplatform.errors import DataNotFoundError, InvalidInputError, RegistryError
+from mlplatform.files import json_default
 from mlplatform.models.locks import file_lock
 from mlplatform.settings import Settings
 
@@ -76,13 +76,6 @@ class ModelVersion:
         return GOLDEN in self.aliases
 
 
-class RegistryError(MLPlatformError):
-    """The MLflow registry could not be read or written."""
-
-    exit_code = 7
-    http_status = 503
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -98,25 +91,13 @@ def _uri_to_path(uri: str) -> Path:
     return Path(unquote(parsed.path))
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return str(value)
-
-
 class ModelRegistry:
     """Register, list, load and alias model versions in the local MLflow registry of ``settings``."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
         self.name = settings.model_name
-        self.root = settings.models_path
+        self.root = settings.layout.models_path
         self.artifact_root = self.root / "artifacts"
         self.db_path = self.root / "mlflow.db"
         self.lock_path = self.root / "registry.lock"
@@ -216,7 +197,7 @@ class ModelRegistry:
                         "booster_file": BOOSTER_FILE,
                         "booster_sha256": sha,
                     }
-                    (staging / CARD_FILE).write_text(json.dumps(card, indent=2, default=_json_default))
+                    (staging / CARD_FILE).write_text(json.dumps(card, indent=2, default=json_default))
                     if training_stats_path is not None:
                         shutil.copyfile(training_stats_path, staging / STATS_FILE)
                     if training_set_path is not None:
@@ -374,5 +355,5 @@ def _flat_params(params: dict, prefix: str = "") -> dict[str, str]:
         if isinstance(value, dict):
             out.update(_flat_params(value, prefix=f"{name}."))
         else:
-            out[name] = json.dumps(value, default=_json_default)[:6000]
+            out[name] = json.dumps(value, default=json_default)[:6000]
     return out

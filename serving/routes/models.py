@@ -35,7 +35,7 @@ async def promote(version: int, ctx: ContextDep, body: PromoteRequest | None = B
 
     body = body or PromoteRequest()
     result = await asyncio.to_thread(promote_model, ctx.settings, version, force=body.force,
-                                     reason=body.reason, actor="api")
+                                     reason=body.reason, channel="api")
     if result.action == "refused":
         # the promotion gate said no: nothing changed, and the caller must not read this as a promotion
         raise ConflictError(f"promotion of version {version} refused by the gate: {'; '.join(result.reasons)}")

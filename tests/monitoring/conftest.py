@@ -17,7 +17,7 @@ from mlplatform.data.generator import WorldSpec, generate
 from mlplatform.features.pipelines import build_features
 from mlplatform.features.service import feature_signature, transaction_entity_rows
 from mlplatform.settings import Settings
-from tests.conftest import TEST_REDIS_ADDR, make_settings
+from tests.conftest import make_settings
 
 # Long enough that 7-day windows are full after a week of warm-up, big enough that 2,500-row samples of the same
 # distribution stay well under the 0.1 drift threshold (measured: at most ~0.07).
@@ -89,8 +89,8 @@ class DriftWorld:
 
 
 @pytest.fixture(scope="session")
-def drift_world(tmp_path_factory, redis_addr) -> DriftWorld:
-    """The drift world generated, built, applied; offline features for three samples; a golden model."""
+def drift_world(tmp_path_factory) -> DriftWorld:
+    """The drift world generated, built, applied; offline features for three samples; a golden model (no Redis)."""
     from mlplatform.features.definitions import apply_definitions
     from mlplatform.stores import open_feature_store
 
@@ -126,12 +126,12 @@ def score(booster, frame: pd.DataFrame, names: list[str]) -> np.ndarray:
 
 
 def monitor_settings(data_dir: Path, base: Settings, **overrides) -> Settings:
-    """Settings whose feature logs and reports live in ``data_dir`` but whose registries are ``base``'s."""
+    """Settings whose feature logs and reports live in ``data_dir`` but whose registries and Redis are ``base``'s."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    kwargs = {"models_dir": base.models_path, "redis_addr": TEST_REDIS_ADDR, "registry": base.registry_path,
-              "feature_repo": base.feature_repo}
+    kwargs = {"models_dir": base.layout.models_path, "redis_addr": base.redis_addr,
+              "registry": base.layout.registry_path, "feature_repo": base.feature_repo}
     kwargs.update(overrides)
-    return Settings(data_dir=data_dir, **kwargs)
+    return make_settings(data_dir, **kwargs)
 
 
 # --- the small world behind the real service -------------------------------------------------------------------
@@ -148,22 +148,18 @@ class ServedWorld:
 
 
 @pytest.fixture(scope="module")
-def served_world(applied_world, redis_addr, tmp_path_factory) -> ServedWorld:
-    """The small world materialized into the test Redis, a golden model, and requests to send."""
-    import redis
-
+def served_world(applied_world, redis_dbs, tmp_path_factory) -> ServedWorld:
+    """The small world materialized into this run's Redis database, a golden model, and requests to send."""
     from mlplatform.features.materialize import materialize
     from mlplatform.stores import open_feature_store
     from tests.oracles import read_raw
 
-    settings = make_settings(applied_world.data_path)
-    host, port = settings.redis_host_port
-    db = int(dict(p.split("=") for p in redis_addr.split(",")[1:]).get("db", 0))
-    redis.Redis(host=host, port=port, db=db).flushdb()
+    redis_dbs.flush(0)
+    settings = make_settings(applied_world.data_path, redis_addr=redis_dbs.addr(0))
     materialize(settings, end=datetime(2030, 1, 1, tzinfo=UTC), full=True)
 
     models_dir = tmp_path_factory.mktemp("served-models")
-    model_settings = make_settings(applied_world.data_path, models_dir=models_dir)
+    model_settings = make_settings(applied_world.data_path, models_dir=models_dir, redis_addr=settings.redis_addr)
     store = open_feature_store(model_settings)
     signature = feature_signature(store, settings.feature_service)
     names, types = [n for n, _ in signature], [t for _, t in signature]
@@ -183,7 +179,7 @@ def served_world(applied_world, redis_addr, tmp_path_factory) -> ServedWorld:
     live = pd.concat([frauds, others, unlabeled.sample(20, random_state=5)])[
         ["transaction_id", "customer_id", "merchant_id", "amount"]].reset_index(drop=True)
     latest = max(pd.read_parquet(f, columns=["event_timestamp"])["event_timestamp"].max()
-                 for f in settings.features_dir.glob("*.parquet"))
+                 for f in settings.layout.features_dir.glob("*.parquet"))
     after = (pd.Timestamp(latest).ceil("h") + pd.Timedelta(hours=1)).tz_convert("UTC")
     rng = np.random.default_rng(6)  # spread over two days after the data: two daily quality windows
     live["event_timestamp"] = after + pd.to_timedelta(rng.integers(0, 2 * 86_400, len(live)), unit="s")

@@ -13,14 +13,13 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from monitoring.check import BREACH_EXIT_CODE
+from mlplatform.errors import ExitCode
 from monitoring.consistency import run_consistency
 from monitoring.quality import run_quality
 from serving.app import create_app
-from tests.monitoring.cli_env import invoke_cli
+from tests.conftest import make_settings
 from tests.monitoring.conftest import buggy_feature_repo, monitor_settings, send
 
-pytestmark = pytest.mark.integration
 INJECTED = {"log_amount", "amount_vs_mean_7d"}  # what an amount in cents changes in transaction_context
 
 
@@ -35,7 +34,7 @@ def correct_log(served_world, tmp_path_factory):
     settings = _service_settings(served_world, tmp_path_factory.mktemp("served-correct"))
     preds = send(create_app(settings), pd.concat([served_world.live, served_world.backdated]))
     # labels live with the raw data: give this data dir the world's raw folder
-    (settings.data_path / "raw").symlink_to(served_world.settings.raw_dir)
+    (settings.data_path / "raw").symlink_to(served_world.settings.layout.raw_dir)
     return settings, preds
 
 
@@ -51,16 +50,15 @@ def test_correct_pipeline_has_zero_mismatches(correct_log, served_world):
     assert body["status"] == "ok" and body["skipped_backdated"] == len(served_world.backdated)
 
 
-def test_serving_only_cents_bug_is_caught_and_named(served_world, tmp_path, monkeypatch):
+def test_serving_only_cents_bug_is_caught_and_named(served_world, tmp_path, cli):
     from mlplatform.features.definitions import apply_definitions
-    from mlplatform.settings import Settings
 
     repo = buggy_feature_repo(tmp_path)
     # the buggy definitions go to a registry of their own, used by the service only; the offline side is untouched
-    buggy = Settings(data_dir=served_world.settings.data_path, redis_addr=served_world.settings.redis_addr,
-                     registry=tmp_path / "buggy-registry.db", feature_repo=repo)
+    buggy = make_settings(served_world.settings.data_path, redis_addr=served_world.settings.redis_addr,
+                          registry=tmp_path / "buggy-registry.db", feature_repo=repo)
     apply_definitions(buggy)
-    serve = _service_settings(served_world, tmp_path / "served-buggy", registry=buggy.registry_path,
+    serve = _service_settings(served_world, tmp_path / "served-buggy", registry=buggy.layout.registry_path,
                               feature_repo=repo)
     send(create_app(serve), served_world.live)
     # monitoring reads the correct definitions (and the same model registry)
@@ -73,8 +71,8 @@ def test_serving_only_cents_bug_is_caught_and_named(served_world, tmp_path, monk
     example = by_name["log_amount"].examples[0]
     assert example["served"] > example["offline"]
 
-    check = invoke_cli(monkeypatch, monitor, ["monitor", "check"])
-    assert check.exit_code == BREACH_EXIT_CODE, check.output
+    check = cli(monitor, ["monitor", "check"])
+    assert check.exit_code == ExitCode.BREACH, check.output
     breach_lines = [line for line in check.output.splitlines() if "consistency:" in line]
     assert {name for name in INJECTED if any(name in line for line in breach_lines)} == INJECTED
     assert not any(n in line for line in breach_lines for n in set(served_world.names) - INJECTED
@@ -85,9 +83,9 @@ def test_quality_equals_scikit_learn_on_the_same_joined_rows(correct_log, served
     settings, preds = correct_log
     result = run_quality(settings)
     # independent join: every logged file, plain pandas, the raw labels
-    logs = pd.concat([pd.read_parquet(f) for f in settings.feature_logs_dir.glob("date=*/*.parquet")])
+    logs = pd.concat([pd.read_parquet(f) for f in settings.layout.feature_logs_dir.glob("date=*/*.parquet")])
     logs = logs[logs["served"]]
-    labels = pd.read_parquet(served_world.settings.raw_dir / "labels")
+    labels = pd.read_parquet(served_world.settings.layout.raw_dir / "labels")
     labels["transaction_id"] = labels["transaction_id"].astype(str)
     joined = logs.merge(labels[["transaction_id", "is_fraud"]], on="transaction_id")
     assert result.served == len(logs) == len(preds)

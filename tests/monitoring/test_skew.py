@@ -10,22 +10,19 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-import pytest
 
+from mlplatform.contracts.feature_log import write_feature_log
 from mlplatform.data import world
-from monitoring.check import BREACH_EXIT_CODE
+from mlplatform.errors import ExitCode
 from monitoring.skew import run_skew
-from serving.feature_log import write_feature_log
-from tests.monitoring.cli_env import invoke_cli
 from tests.monitoring.conftest import DRIFT_WORLD, log_rows, monitor_settings, score
 
-pytestmark = pytest.mark.integration
 
 def _served(dw, frame: pd.DataFrame, tmp_path, name: str):
     settings = monitor_settings(tmp_path / name, dw.settings)
     ts = pd.to_datetime(frame["event_timestamp"], utc=True) + pd.Timedelta(microseconds=1)
     scores = score(dw.booster, frame, dw.names)
-    write_feature_log(settings.feature_logs_dir, log_rows(frame, dw.names, dw.version, scores, ts))
+    write_feature_log(settings.layout.feature_logs_dir, log_rows(frame, dw.names, dw.version, scores, ts))
     return settings
 
 
@@ -47,7 +44,7 @@ def test_drifted_features_are_flagged_and_undrifted_are_not(drift_world, tmp_pat
 
 def test_distinct_merchants_really_shift_in_the_drifted_period(drift_world):
     """Independent of the monitoring code: distinct merchants per customer-day, from raw transactions."""
-    tx = pd.read_parquet(drift_world.settings.raw_dir / "transactions")
+    tx = pd.read_parquet(drift_world.settings.layout.raw_dir / "transactions")
     tx["day"] = tx["event_timestamp"].dt.floor("D")
     per_day = tx.groupby(["customer_id", "day"])["merchant_id"].agg(["nunique", "size"]).reset_index()
     busy = per_day[per_day["size"] >= 3]  # same number of transactions: only the merchant choice differs
@@ -65,16 +62,16 @@ def test_no_drift_flags_nothing(drift_world, tmp_path):
     assert len(result.features) == len(drift_world.names)
 
 
-def test_check_exit_codes_breach_and_no_breach(drift_world, tmp_path, monkeypatch):
+def test_check_exit_codes_breach_and_no_breach(drift_world, tmp_path, cli):
     drifted = _served(drift_world, drift_world.drifted, tmp_path, "check-drifted")
-    breach = invoke_cli(monkeypatch, drifted, ["monitor", "check"])
-    assert breach.exit_code == BREACH_EXIT_CODE, breach.output
+    breach = cli(drifted, ["monitor", "check"])
+    assert breach.exit_code == ExitCode.BREACH, breach.output
     assert "breach" in breach.output and "skew:" in breach.output
     for name in world.DRIFTED_FEATURES:
         assert name in breach.output
 
     same = _served(drift_world, drift_world.same, tmp_path, "check-same")
-    ok = invoke_cli(monkeypatch, same, ["monitor", "check"])
+    ok = cli(same, ["monitor", "check"])
     assert ok.exit_code == 0, ok.output
     check = json.loads(sorted((same.data_path / "reports").glob("check-*.json"))[-1].read_text())
     parts = {p["name"]: p["status"] for p in check["parts"]}
@@ -87,7 +84,7 @@ def test_retrain_request_is_what_trainings_hook_reads(drift_world, tmp_path):
     from training.retrain import check_retrain
 
     settings = monitor_settings(tmp_path / "retrain", drift_world.settings)
-    (settings.data_path / "raw").symlink_to(drift_world.settings.raw_dir)  # training counts new labels there
+    (settings.data_path / "raw").symlink_to(drift_world.settings.layout.raw_dir)  # training counts new labels there
     before = check_retrain(settings, as_of=pd.Timestamp(DRIFT_WORLD.drift_end))
     assert "monitoring asked" not in before.reason
     result = CheckResult([PartOutcome("skew", "breach", "", ["skew: 7/16 features drifted"])], {"start": "", "end": ""})

@@ -11,11 +11,10 @@ import pytest
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
 from mlplatform.errors import InvalidInputError
-from mlplatform.settings import Settings
 from monitoring import quality
 from monitoring.logs import LogWindow, read_served, resolve_window
 from monitoring.reports import list_reports, reports_path, write_report
-from tests.monitoring.cli_env import invoke_cli
+from tests.conftest import make_settings
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -38,7 +37,7 @@ def test_single_class_has_no_auc():
 
 
 def test_window_defaults_and_bad_order(tmp_path):
-    settings = Settings(data_dir=tmp_path, monitoring_window_days=2)
+    settings = make_settings(tmp_path, monitoring_window_days=2)
     now = datetime(2026, 11, 1, tzinfo=UTC)
     w = resolve_window(settings, now=now)
     assert (w.start, w.end) == (now - timedelta(days=2), now)
@@ -49,12 +48,12 @@ def test_window_defaults_and_bad_order(tmp_path):
 
 
 def test_empty_window_is_a_clear_error(tmp_path):
-    from serving.feature_log import write_feature_log
+    from mlplatform.contracts.feature_log import write_feature_log
 
-    settings = Settings(data_dir=tmp_path)
+    settings = make_settings(tmp_path)
     row = {"request_id": "r1", "logged_at": datetime.now(UTC), "served": True, "model_name": "fraud",
            "model_version": 1, "features": {"x": 1.0}}
-    write_feature_log(settings.feature_logs_dir, [row])
+    write_feature_log(settings.layout.feature_logs_dir, [row])
     window = LogWindow(datetime(2020, 1, 1, tzinfo=UTC), datetime(2020, 1, 2, tzinfo=UTC))
     with pytest.raises(Exception, match="no served requests were logged in 2020-01-01"):
         read_served(settings, window)
@@ -62,13 +61,13 @@ def test_empty_window_is_a_clear_error(tmp_path):
     assert len(read_served(settings, LogWindow(now - timedelta(hours=1), now + timedelta(minutes=1)))) == 1
 
 
-def test_check_on_empty_log_window_exits_3_with_message(tmp_path, monkeypatch):
-    settings = Settings(data_dir=tmp_path)
-    result = invoke_cli(monkeypatch, settings, ["monitor", "check"])
+def test_check_on_empty_log_window_exits_3_with_message(tmp_path, cli):
+    settings = make_settings(tmp_path)
+    result = cli(settings, ["monitor", "check"])
     assert result.exit_code == 3, result.output
     assert "no served requests were logged" in result.output
     assert "Traceback" not in result.output
-    bad = invoke_cli(monkeypatch, settings, ["monitor", "check", "--since", "yesterday-ish"])
+    bad = cli(settings, ["monitor", "check", "--since", "yesterday-ish"])
     assert bad.exit_code == 2 and "cannot read" in bad.output
 
 
@@ -76,9 +75,9 @@ def test_reports_are_listed_newest_first_and_served_read_only(tmp_path):
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    from monitoring.reports import reports_router
+    from serving.routes.reports import reports_router
 
-    settings = Settings(data_dir=tmp_path)
+    settings = make_settings(tmp_path)
     t0 = datetime(2026, 11, 1, tzinfo=UTC)
     write_report(settings, "skew", {"status": "ok", "headline": "alpha-report"}, "<html>a</html>", when=t0)
     write_report(settings, "check", {"status": "breach", "headline": "beta-report"}, "<html>b</html>",

@@ -7,9 +7,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
 
-from mlplatform.scoring.batch import read_scores_metadata, score_window
+from scoring.batch import read_scores_metadata, score_window
 from tests.oracles import point_in_time, read_raw
 from tests.scoring.conftest import SERVICE_VIEWS
 
@@ -75,8 +74,7 @@ def test_scores_equal_booster_on_brute_force_features(scoring_world, scored):
     assert diff.max() < 1e-6, f"{(diff >= 1e-6).sum()} of {len(diff)} scores differ from the oracle"
 
 
-@pytest.mark.integration
-def test_scores_equal_online_service_replayed_at_the_same_times(scoring_world, scored, redis_db):
+def test_scores_equal_online_service_replayed_at_the_same_times(scoring_world, scored, redis_db, redis_addr):
     """Replay: walk forward through the window; before each transaction at time t, materialize incrementally up to
     t - 1 µs (so Redis holds exactly each entity's latest feature row at or before t - 1 µs, what the point-in-time
     join picks offline), then ask the live service (create_app + TestClient) to score it with its own time."""
@@ -90,15 +88,16 @@ def test_scores_equal_online_service_replayed_at_the_same_times(scoring_world, s
     tx = window_transactions(w).sort_values("event_timestamp")
     sample = tx.iloc[np.linspace(0, len(tx) - 1, 15).astype(int)]
     first = sample["event_timestamp"].iloc[0]
-    materialize(w.settings, end=(first - US).to_pydatetime(), full=True, views=SERVICE_VIEWS)
+    settings = w.settings.model_copy(update={"redis_addr": redis_addr})  # the world's, online in this run's Redis
+    materialize(settings, end=(first - US).to_pydatetime(), full=True, views=SERVICE_VIEWS)
     online = {}
-    serving = w.settings.model_copy(
+    serving = settings.model_copy(
         update={"serving_latency_budget_ms": 0.0, "serving_cache_size": 0, "data_dir": w.settings.data_path / "serving"}
     )
     with TestClient(create_app(serving)) as client:
         for row in sample.itertuples(index=False):
             t = pd.Timestamp(row.event_timestamp).tz_convert("UTC")
-            materialize(w.settings, end=(t - US).to_pydatetime(), views=SERVICE_VIEWS)
+            materialize(settings, end=(t - US).to_pydatetime(), views=SERVICE_VIEWS)
             answer = client.post(
                 "/v1/predict",
                 json={
@@ -119,39 +118,28 @@ def test_scores_equal_online_service_replayed_at_the_same_times(scoring_world, s
     assert len(set(np.round(list(online.values()), 6))) > 3, "the replayed transactions are not all alike"
 
 
-def test_bad_input_is_a_message_and_nothing_is_written(scoring_world, monkeypatch):
-    from mlplatform.cli import app
-    from mlplatform.settings import get_settings
-
+def test_bad_input_is_a_message_and_nothing_is_written(scoring_world, cli):
     w = scoring_world
-    for key, value in w.settings.feast_env().items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("MLPLATFORM_MODELS_DIR", str(w.settings.models_path))
-    get_settings.cache_clear()
     out_dir = w.settings.data_path / "bad-scores"
-    try:
-        runner = CliRunner()
-        unknown = runner.invoke(
-            app,
-            [
-                "score",
-                "--start",
-                "2026-10-07",
-                "--end",
-                "2026-10-08",
-                "--model",
-                "99",
-                "--output",
-                str(out_dir / "x.parquet"),
-            ],
-        )
-        assert unknown.exit_code == 3 and "no version 99" in unknown.output and "Traceback" not in unknown.output
-        reversed_ = runner.invoke(app, ["score", "--start", "2026-10-08", "--end", "2026-10-07"])
-        assert reversed_.exit_code == 2 and "must be before" in reversed_.output
-        garbage = runner.invoke(app, ["score", "--start", "yesterday-ish", "--end", "2026-10-07"])
-        assert garbage.exit_code == 2 and "ISO-8601" in garbage.output
-    finally:
-        get_settings.cache_clear()
+    unknown = cli(
+        w.settings,
+        [
+            "score",
+            "--start",
+            "2026-10-07",
+            "--end",
+            "2026-10-08",
+            "--model",
+            "99",
+            "--output",
+            str(out_dir / "x.parquet"),
+        ],
+    )
+    assert unknown.exit_code == 3 and "no version 99" in unknown.output and "Traceback" not in unknown.output
+    reversed_ = cli(w.settings, ["score", "--start", "2026-10-08", "--end", "2026-10-07"])
+    assert reversed_.exit_code == 2 and "must be before" in reversed_.output
+    garbage = cli(w.settings, ["score", "--start", "yesterday-ish", "--end", "2026-10-07"])
+    assert garbage.exit_code == 2 and "ISO-8601" in garbage.output
     assert not out_dir.exists() or not any(out_dir.iterdir())
 
 
@@ -174,7 +162,7 @@ def test_window_past_the_feature_build_is_refused(scoring_world, tmp_path):
     w = scoring_world
     import json
 
-    state = w.settings.features_dir / "_build_state.json"
+    state = w.settings.layout.features_dir / "_build_state.json"
     saved = state.read_text()
     state.write_text(json.dumps({"until": w.start.isoformat()}))
     try:

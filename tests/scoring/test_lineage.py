@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-from typer.testing import CliRunner
-
 from mlplatform.lineage import feature_view_impact, model_lineage
 
 
@@ -38,23 +36,12 @@ def test_feature_view_impact_lists_services_and_models(scoring_world):
     assert unused["feature_services"] == [] and unused["models"] == []
 
 
-def test_lineage_cli(scoring_world, monkeypatch):
-    from mlplatform.cli import app
-    from mlplatform.settings import get_settings
-
+def test_lineage_cli(scoring_world, cli):
     w = scoring_world
-    for key, value in w.settings.feast_env().items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("MLPLATFORM_MODELS_DIR", str(w.settings.models_path))
-    get_settings.cache_clear()
-    try:
-        runner = CliRunner()
-        out = runner.invoke(app, ["lineage", str(w.version), "--json"])
-        assert out.exit_code == 0, out.output
-        assert json.loads(out.output)["training_set"]["fingerprint"] == "scoring-test-fp"
-        tree = runner.invoke(app, ["lineage", "--feature-view", "customer_activity"])
-        assert tree.exit_code == 0 and "fraud_model_v1" in tree.output
-        unknown = runner.invoke(app, ["lineage", "--feature-view", "nope"])
-        assert unknown.exit_code == 3 and "known:" in unknown.output and "Traceback" not in unknown.output
-    finally:
-        get_settings.cache_clear()
+    out = cli(w.settings, ["lineage", str(w.version), "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["training_set"]["fingerprint"] == "scoring-test-fp"
+    tree = cli(w.settings, ["lineage", "--feature-view", "customer_activity"])
+    assert tree.exit_code == 0 and "fraud_model_v1" in tree.output
+    unknown = cli(w.settings, ["lineage", "--feature-view", "nope"])
+    assert unknown.exit_code == 3 and "known:" in unknown.output and "Traceback" not in unknown.output

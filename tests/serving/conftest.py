@@ -139,7 +139,7 @@ def trained_models(applied_world, tmp_path_factory) -> TrainedModels:
             training_set_path=training_set,
         )
         versions.append(mv.version)
-    features = settings.features_dir
+    features = settings.layout.features_dir
     latest = max(
         pd.read_parquet(f, columns=["event_timestamp"])["event_timestamp"].max() for f in features.glob("*.parquet")
     )
@@ -148,18 +148,22 @@ def trained_models(applied_world, tmp_path_factory) -> TrainedModels:
 
 
 @pytest.fixture(scope="module")
-def online_world(applied_world, redis_addr):
-    """The small world's features materialized into the test Redis (once per test module)."""
-    import redis
-
+def online_world(applied_world, redis_dbs):
+    """The small world's features materialized into this run's Redis database (once per test module)."""
     from mlplatform.features.materialize import materialize
 
-    settings = make_settings(applied_world.data_path)
-    host, port = settings.redis_host_port
-    db = int(dict(p.split("=") for p in redis_addr.split(",")[1:]).get("db", 0))
-    redis.Redis(host=host, port=port, db=db).flushdb()
+    redis_dbs.flush(0)
+    settings = make_settings(applied_world.data_path, redis_addr=redis_dbs.addr(0))
     materialize(settings, end=datetime(2030, 1, 1, tzinfo=UTC), full=True)
     return settings
+
+
+@pytest.fixture()
+def online_store(online_world):
+    """A FeatureStore whose online store is this run's Redis database (``store`` is offline only)."""
+    from mlplatform.stores import open_feature_store
+
+    return open_feature_store(online_world)
 
 
 def set_aliases(
@@ -196,17 +200,8 @@ def serving_settings(online_world, trained_models, tmp_path):
         kwargs.update(overrides)
         data_dir = tmp_path / "serving-data"
         data_dir.mkdir(exist_ok=True)
-        from mlplatform.settings import Settings
-        from tests.conftest import TEST_REDIS_ADDR
-
-        settings = Settings(
-            data_dir=data_dir,
-            redis_addr=kwargs.pop("redis_addr", TEST_REDIS_ADDR),
-            registry=online_world.registry_path,
-            **kwargs,
-        )
-        settings.export_feast_env()
-        return settings
+        kwargs.setdefault("redis_addr", online_world.redis_addr)
+        return make_settings(data_dir, registry=online_world.layout.registry_path, **kwargs)
 
     return build
 

@@ -9,8 +9,6 @@ import pytest
 from serving.app import create_app
 from tests.serving.conftest import set_aliases
 
-pytestmark = pytest.mark.integration
-
 GOOD = {"customer_id": 1, "merchant_id": 10001, "amount": 12.5, "transaction_ts": 1_791_000_000}
 
 
@@ -63,14 +61,14 @@ def test_admin_endpoints_need_the_api_key(client, trained_models):
     assert client.get("/v1/models").json()["models"][0]["version"] == trained_models.versions[0]
 
 
-def test_push_writes_stream_features_through_feast(client, store):
+def test_push_writes_stream_features_through_feast(client, online_store):
     rows = [
         {"customer_id": 4242, "last_amount": 77.25, "last_merchant_id": 10003, "event_timestamp": 1_791_000_000},
         {"customer_id": 4243, "last_amount": 5.5, "last_merchant_id": 10004, "event_timestamp": "2026-10-03T04:40:00Z"},
     ]
     r = client.post("/v1/push", json={"rows": rows}, headers={"X-API-Key": "test-key"})
     assert r.status_code == 200, r.text
-    got = store.get_online_features(
+    got = online_store.get_online_features(
         features=["customer_realtime:last_amount", "customer_realtime:last_merchant_id"],
         entity_rows=[{"customer_id": 4242}, {"customer_id": 4243}],
     ).to_dict()

@@ -11,13 +11,10 @@ import time
 import httpx
 import numpy as np
 import pandas as pd
-import pytest
 
+from mlplatform.contracts.feature_log import read_feature_logs
 from serving.app import create_app
-from serving.feature_log import read_feature_logs
 from tests.serving.conftest import booster_scores, make_txns, offline_features, set_aliases, txn_body
-
-pytestmark = pytest.mark.integration
 
 
 def _expected(settings, store, trained, txns: pd.DataFrame, versions) -> dict[int, np.ndarray]:
@@ -74,7 +71,7 @@ def test_ab_split_is_sticky_weighted_and_shadow_is_never_returned(serving_settin
             assert p["model"]["version"] in (v1, v2)
             assert abs(p["score"] - expected[p["model"]["version"]][i]) < 1e-6
         srv.stop()  # graceful: shadows finish, the feature log is flushed
-    logs = read_feature_logs(settings.feature_logs_dir)
+    logs = read_feature_logs(settings.layout.feature_logs_dir)
     served_rows = logs[logs["served"]]
     shadow_rows = logs[logs["role"] == "shadow"]
     assert set(served_rows["request_id"]) == request_ids and len(served_rows) == len(request_ids)

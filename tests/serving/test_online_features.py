@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pytest
-import redis
 
 from serving.online_features import OnlineFeatureReader
 from tests.serving.conftest import make_txns
 
-pytestmark = pytest.mark.integration
 
-
-def test_reader_equals_feast_get_online_features(online_world, trained_models, store):
-    settings = online_world
+def test_reader_equals_feast_get_online_features(online_world, trained_models, online_store, redis_dbs):
+    settings, store = online_world, online_store
     service = store.get_feature_service(settings.feature_service)
     reader = OnlineFeatureReader(store, service)
     assert reader.output_names == [f.name for p in service.feature_view_projections for f in p.features]
@@ -23,9 +19,7 @@ def test_reader_equals_feast_get_online_features(online_world, trained_models, s
     txns = pd.concat(frames, ignore_index=True)
     rows = [{"customer_id": int(r.customer_id), "merchant_id": int(r.merchant_id), "amount": float(r.amount),
              "transaction_ts": int(pd.Timestamp(r.event_timestamp).timestamp())} for r in txns.itertuples()]
-    host, port = settings.redis_host_port
-    db = int(dict(p.split("=") for p in settings.redis_addr.split(",")[1:]).get("db", 0))
-    client = redis.Redis(host=host, port=port, db=db)
+    client = redis_dbs.client(0)  # the database online_world materialized into
     replies = []
     with client.pipeline(transaction=False) as pipe:
         for key, fields in reader.commands(rows):

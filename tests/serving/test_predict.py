@@ -10,12 +10,9 @@ from __future__ import annotations
 import httpx
 import numpy as np
 import pandas as pd
-import pytest
 
 from serving.app import create_app
 from tests.serving.conftest import booster_scores, make_txns, offline_features, set_aliases, txn_body
-
-pytestmark = pytest.mark.integration
 
 
 def test_score_equals_registered_model_on_offline_features(serving_settings, trained_models, online_world,

@@ -9,13 +9,10 @@ import time
 from datetime import UTC, datetime
 
 import httpx
-import pytest
 import redis
 
 from serving.app import create_app
 from tests.serving.conftest import free_port, set_aliases
-
-pytestmark = pytest.mark.integration
 
 
 def _start_redis(port: int, workdir) -> subprocess.Popen:

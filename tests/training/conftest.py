@@ -9,13 +9,14 @@ import pytest
 
 from mlplatform.models.registry import ModelRegistry
 from mlplatform.settings import Settings
+from tests.conftest import make_settings
 
 
 @pytest.fixture(scope="session")
 def empty_registry_db(tmp_path_factory) -> Path:
     """Creating MLflow's SQLite schema takes seconds: do it once per session, copy it per test."""
     root = tmp_path_factory.mktemp("mlflow-template")
-    registry = ModelRegistry(Settings(data_dir=root))
+    registry = ModelRegistry(make_settings(root))
     registry.client  # noqa: B018 - creates and migrates the database
     return registry.db_path
 
@@ -25,8 +26,8 @@ def fresh_models(empty_registry_db):
     """Call with a Settings: gives its models folder an empty registry database."""
 
     def _prepare(settings: Settings) -> Settings:
-        settings.models_path.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(empty_registry_db, settings.models_path / "mlflow.db")
+        settings.layout.models_path.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(empty_registry_db, settings.layout.models_path / "mlflow.db")
         return settings
 
     return _prepare
@@ -35,14 +36,13 @@ def fresh_models(empty_registry_db):
 @pytest.fixture(scope="module")
 def trained(applied_world, empty_registry_db, tmp_path_factory):
     """A private registry beside the small world, one training set built from it, and one model trained on it."""
-    from tests.conftest import make_settings
     from training.datasets import build_training_set
     from training.pipeline import train_and_register
 
     root = tmp_path_factory.mktemp("trained")
     settings = make_settings(applied_world.data_path, models_dir=root / "models")
-    settings.models_path.mkdir(parents=True)
-    shutil.copyfile(empty_registry_db, settings.models_path / "mlflow.db")
+    settings.layout.models_path.mkdir(parents=True)
+    shutil.copyfile(empty_registry_db, settings.layout.models_path / "mlflow.db")
     dataset = build_training_set(settings, out_dir=root / "dataset")
     outcome = train_and_register(settings, dataset=dataset.path)
     return settings, dataset, outcome

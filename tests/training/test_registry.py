@@ -9,7 +9,7 @@ import xgboost as xgb
 
 from mlplatform.errors import DataNotFoundError, InvalidInputError
 from mlplatform.models.registry import ModelRegistry
-from mlplatform.settings import Settings
+from tests.conftest import make_settings
 
 NAMES = ["a", "b", "c"]
 
@@ -25,7 +25,7 @@ def _booster(seed: int) -> tuple[xgb.Booster, np.ndarray]:
 
 @pytest.fixture()
 def registry(tmp_path, fresh_models) -> ModelRegistry:
-    return ModelRegistry(fresh_models(Settings(data_dir=tmp_path)))
+    return ModelRegistry(fresh_models(make_settings(tmp_path)))
 
 
 def _register(registry: ModelRegistry, seed: int, tmp_path, **kw):
@@ -41,7 +41,7 @@ def _register(registry: ModelRegistry, seed: int, tmp_path, **kw):
 
 def test_register_roundtrip_and_aliases(registry, tmp_path):
     assert registry.list_versions() == [] and registry.golden() is None
-    assert ModelRegistry(Settings(data_dir=tmp_path / "nothing")).list_versions() == []
+    assert ModelRegistry(make_settings(tmp_path / "nothing")).list_versions() == []
     v1, b1, x, frame = _register(registry, 1, tmp_path)
     v2, b2, _, _ = _register(registry, 2, tmp_path)
     assert (v1.version, v2.version) == (1, 2)

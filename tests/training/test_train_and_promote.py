@@ -16,13 +16,14 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from mlplatform.contracts.retrain_request import request_path
 from mlplatform.errors import InvalidInputError
 from mlplatform.models.behaviour import run_behaviour_suite
 from mlplatform.models.promotion import promote_model, read_audit, rollback
 from mlplatform.models.registry import ModelRegistry
 from mlplatform.models.scoring import predict
 from training.config import load_config
-from training.retrain import check_retrain, request_path
+from training.retrain import check_retrain
 from training.train import fit_booster
 
 
@@ -70,7 +71,7 @@ def test_training_end_to_end_reaches_a_sane_auc(trained):
     # independent AUC of the registered booster on its held-out rows
     auc = roc_auc_score(test["is_fraud"], predict(registry.load_booster(mv.version), test, mv.feature_names))
     assert auc == pytest.approx(mv.metrics["roc_auc"], abs=1e-9)
-    oracle = pd.concat(pd.read_parquet(f) for f in sorted(settings.oracle_dir.glob("2026*.parquet")))
+    oracle = pd.concat(pd.read_parquet(f) for f in sorted(settings.layout.oracle_dir.glob("2026*.parquet")))
     oracle_auc = roc_auc_score(test["is_fraud"], test["transaction_id"].map(oracle.set_index("transaction_id")
                                                                            ["fraud_probability"]))
     assert mv.metrics["oracle_roc_auc"] == pytest.approx(oracle_auc, abs=1e-9)
@@ -144,9 +145,12 @@ def test_promotion_gate_rollback_and_audit(trained):
     assert registry.golden().version == weak and registry.previous_golden() is None
 
     audit = read_audit(settings)
-    assert [r["action"] for r in audit] == ["promoted", "promoted", "refused", "forced", "rolled_back", "rolled_back"]
+    assert [r["action"] for r in audit] == ["promote", "promote", "promote_refused", "force_promote", "rollback",
+                                            "rollback"]
     assert audit[3]["forced"] is True and audit[3]["actor"] == "alice" and audit[3]["reason"] == "incident drill"
-    raw_lines = (settings.models_path / "audit.jsonl").read_bytes().split(b"\n")
+    assert audit[4]["actor"] == "bob" and {r["channel"] for r in audit} == {"cli"}
+    assert not (settings.layout.models_path / "audit.jsonl").exists()  # one audit log: the platform's
+    raw_lines = settings.layout.audit_log.read_bytes().split(b"\n")
     assert raw_lines[-1] == b"" and all(json.loads(line) for line in raw_lines[:-1])
 
 
@@ -193,7 +197,7 @@ def test_retrain_check_says_why(trained, monkeypatch):
     as_of = pd.Timestamp(registry.get(1).lineage["as_of"]) - pd.Timedelta(days=4)
     older = _register(settings, registry.load_booster(1), 1, as_of=as_of.isoformat())
     promote_model(settings, older, force=True, reason="retrain check test")
-    labels = pd.concat(pd.read_parquet(f) for f in sorted((settings.raw_dir / "labels").glob("*.parquet")))
+    labels = pd.concat(pd.read_parquet(f) for f in sorted((settings.layout.raw_dir / "labels").glob("*.parquet")))
     later = as_of + pd.Timedelta(days=2)
     expected_new = int(((labels["label_timestamp"] > as_of) & (labels["label_timestamp"] <= later)).sum())
     assert expected_new > 0
@@ -214,23 +218,11 @@ def test_retrain_check_says_why(trained, monkeypatch):
         path.unlink()
 
 
-def test_cli_errors_are_messages_not_tracebacks(trained, monkeypatch):
-    from typer.testing import CliRunner
-
-    from mlplatform.cli import app
-    from mlplatform.settings import get_settings
-
+def test_cli_errors_are_messages_not_tracebacks(trained, cli):
     settings, *_ = trained
-    monkeypatch.setenv("MLPLATFORM_DATA_DIR", str(settings.data_path))
-    monkeypatch.setenv("MLPLATFORM_MODELS_DIR", str(settings.models_path))
-    get_settings.cache_clear()
-    try:
-        runner = CliRunner()
-        result = runner.invoke(app, ["models", "promote", "999"])
-        assert result.exit_code == 3 and "no version 999" in result.output and "Traceback" not in result.output
-        listing = runner.invoke(app, ["models", "list"])
-        assert listing.exit_code == 0 and "golden" in listing.output
-        bad = runner.invoke(app, ["train", "--split", "kfold"])
-        assert bad.exit_code == 2 and "unknown split strategy" in bad.output
-    finally:
-        get_settings.cache_clear()
+    result = cli(settings, ["models", "promote", "999"])
+    assert result.exit_code == 3 and "no version 999" in result.output and "Traceback" not in result.output
+    listing = cli(settings, ["models", "list"])
+    assert listing.exit_code == 0 and "golden" in listing.output
+    bad = cli(settings, ["train", "--split", "kfold"])
+    assert bad.exit_code == 2 and "unknown split strategy" in bad.output

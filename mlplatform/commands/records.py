@@ -1,0 +1,146 @@
+"""The core's records, for people: `mlplatform audit` (the audit log) and `mlplatform lineage`."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from mlplatform.console import console, friendly, parse_time, part_app
+
+app = part_app()
+
+
+@app.command("audit")
+@friendly
+def audit(
+    action: Annotated[
+        str | None, typer.Option(help="Only this action (shell pattern, e.g. 'promote' or '*promote').")
+    ] = None,
+    actor: Annotated[str | None, typer.Option(help="Only this actor (shell pattern).")] = None,
+    since: Annotated[str | None, typer.Option(help="Only records at/after this time (ISO-8601).")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Show at most the latest N records.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line instead of a table.")] = False,
+) -> None:
+    """List the audit log: who changed what, when and why (apply, materialize, train, promote, rollback, runs...)."""
+    from rich.table import Table
+
+    from mlplatform.audit import audit_path, list_records
+    from mlplatform.settings import get_settings
+
+    settings = get_settings()
+    records = list_records(settings, action=action, actor=actor, since=parse_time(since), limit=limit)
+    if as_json:
+        from dataclasses import asdict
+
+        for rec in records:
+            typer.echo(json.dumps(asdict(rec), default=str))
+        return
+    if not records:
+        console.print(f"no audit records match (log: {audit_path(settings)})", highlight=False)
+        return
+    table = Table("time", "actor", "action", "target", "reason", "details", title=f"audit log ({len(records)} shown)")
+    for rec in records:
+        details = ", ".join(f"{k}={_short(v)}" for k, v in rec.details.items())
+        table.add_row(rec.time[:19], rec.actor, rec.action, rec.target, rec.reason or "", details[:160])
+    console.print(table)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+@app.command("lineage")
+@friendly
+def lineage(
+    model_version: Annotated[str | None, typer.Argument(help="Model version (or alias such as golden).")] = None,
+    feature_view: Annotated[
+        str | None, typer.Option("--feature-view", help="Show who consumes this view instead.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a tree.")] = False,
+) -> None:
+    """A model's chain back to raw data (training set, service, views, sources, seed), or a view's consumers."""
+    from rich.tree import Tree
+
+    from mlplatform.errors import InvalidInputError
+    from mlplatform.lineage import feature_view_impact, model_lineage
+    from mlplatform.settings import get_settings
+
+    if (model_version is None) == (feature_view is None):
+        raise InvalidInputError("give a MODEL_VERSION or --feature-view NAME (one of them)")
+    settings = get_settings()
+    info = model_lineage(settings, model_version) if model_version else feature_view_impact(settings, feature_view)
+    if as_json:
+        typer.echo(json.dumps(info, indent=2, default=str))
+        return
+    if model_version:
+        m, ts, svc = info["model"], info["training_set"], info["feature_service"]
+        tree = Tree(
+            f"[bold]model {m['name']} v{m['version']}[/] {m['aliases'] or ''} created {str(m['created_at'])[:19]}"
+        )
+        t = tree.add(f"training set fingerprint [cyan]{ts.get('fingerprint')}[/]")
+        for k, v in ts.items():
+            if k != "fingerprint":
+                t.add(f"{k}: {_short(v)}")
+        s = tree.add(
+            f"feature service [cyan]{svc['name']}[/]"
+            + ("" if svc["in_registry"] else " [red](not in the Feast registry any more)[/]")
+            + (
+                ""
+                if svc.get("matches_model", True)
+                else f" [yellow](changed since training: {', '.join(svc['changed_since_training'])})[/]"
+            )
+        )
+        for view in info["feature_views"]:
+            _add_view(s, view)
+        _add_raw(tree, info["raw"])
+    else:
+        view = info["feature_view"]
+        tree = Tree(f"[bold]feature view {view['name']}[/] ({view['kind']})")
+        _add_view(tree.add("reads from"), view)
+        odfv = tree.add(f"on-demand views reading it: {', '.join(info['on_demand_views']) or 'none'}")
+        del odfv
+        services = tree.add(f"feature services consuming it: {len(info['feature_services'])}")
+        for s in info["feature_services"]:
+            node = services.add(f"[cyan]{s['name']}[/]")
+            if s["direct_features"]:
+                node.add(f"directly: {', '.join(s['direct_features'])}")
+            for v, fs in s["via_on_demand"].items():
+                node.add(f"via {v}: {', '.join(fs)}")
+        models = tree.add(f"model versions affected by a change: {len(info['models'])}")
+        for m in info["models"]:
+            models.add(
+                f"{m['name']} v{m['version']} {m['aliases'] or ''} via {m['feature_service']} "
+                f"uses {len(m['uses'])}: {', '.join(m['uses'])}"
+            )
+    console.print(tree)
+
+
+def _add_view(parent, view: dict) -> None:
+    node = parent.add(f"[green]{view['name']}[/] ({view['kind']}): {', '.join(view['features'])}")
+    if view["kind"] == "on_demand":
+        node.add(f"request fields from: {', '.join(view['request_sources'])}")
+        for dep in view["depends_on"]:
+            _add_view(node, dep)
+        return
+    src = view["source"]
+    node.add(
+        f"source {src['name']}: {src['path']}" + (f" (push: {src['push_source']})" if src.get("push_source") else "")
+    )
+    node.add(
+        f"raw: {', '.join(view['raw']) or '—'}; entities {', '.join(view['entities'])}; ttl {view['ttl_seconds']}s"
+    )
+
+
+def _add_raw(parent, raw: dict) -> None:
+    if not raw.get("manifest"):
+        parent.add("raw data: no manifest found")
+        return
+    node = parent.add(f"raw data {raw['manifest']} (generator seed [cyan]{raw['seed']}[/])")
+    for p in raw["periods"]:
+        node.add(
+            f"{p['name']}: {p['transactions']:,} transactions, {p['labels']:,} labels"
+            + (" (drifted)" if p.get("drifted") else "")
+        )

@@ -1,0 +1,109 @@
+"""The data folder's layout: every path under ``<data_dir>`` is built here, so each file has one address.
+
+```
+<data_dir>/
+  raw/{transactions,labels}/*.parquet, raw/manifest.json   immutable raw data (mlplatform data generate)
+  oracle/                                                    true fraud probabilities (never a feature)
+  features/*.parquet, features/_build_state.json             feature tables and the build watermark
+  registry.db                                                Feast registry (MLPLATFORM_REGISTRY overrides)
+  datasets/asof-*/                                           training sets with their lineage
+  models/                                                    MLflow model registry (MLPLATFORM_MODELS_DIR overrides)
+  feature_logs/date=YYYY-MM-DD/part-*.parquet                what the service served
+  reports/                                                   monitoring reports (MLPLATFORM_MONITORING_REPORTS_DIR)
+  monitoring/retrain_request.json                            a retrain request from monitoring
+  scores/                                                    batch scores
+  pipelines/runs/*.json, pipelines/*.lock                    pipeline run records and locks
+  audit/audit.jsonl                                          the one audit log
+  notifications/deliveries.jsonl                             webhook deliveries
+  .embedded-redis/                                           the demo's embedded Redis
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class DataLayout:
+    """Paths of one data folder; ``registry``, ``models`` and ``reports`` may live elsewhere (settings say so)."""
+
+    root: Path
+    registry: Path | None = None
+    models: Path | None = None
+    reports: Path | None = None
+
+    @property
+    def raw_dir(self) -> Path:
+        """Immutable raw data: transactions and late labels by period, customers, merchants, manifest."""
+        return self.root / "raw"
+
+    @property
+    def oracle_dir(self) -> Path:
+        """The generator's true fraud probabilities."""
+        return self.root / "oracle"
+
+    @property
+    def features_dir(self) -> Path:
+        """Feature tables (Parquet) and the build state."""
+        return self.root / "features"
+
+    @property
+    def registry_path(self) -> Path:
+        """Feast's registry file."""
+        return _resolved(self.registry or self.root / "registry.db")
+
+    @property
+    def models_path(self) -> Path:
+        """The model registry folder: MLflow SQLite database, artifacts, locks."""
+        return _resolved(self.models or self.root / "models")
+
+    @property
+    def datasets_dir(self) -> Path:
+        """Saved training sets."""
+        return self.root / "datasets"
+
+    @property
+    def feature_logs_dir(self) -> Path:
+        """Where the service writes its feature logs (Parquet, one folder per day)."""
+        return self.root / "feature_logs"
+
+    @property
+    def reports_dir(self) -> Path:
+        """Monitoring reports (HTML + JSON) and their index."""
+        return _resolved(self.reports or self.root / "reports")
+
+    @property
+    def retrain_request(self) -> Path:
+        """The pending retrain request monitoring files for training."""
+        return self.root / "monitoring" / "retrain_request.json"
+
+    @property
+    def scores_dir(self) -> Path:
+        """Batch scores."""
+        return self.root / "scores"
+
+    @property
+    def pipelines_dir(self) -> Path:
+        """Pipeline locks and run records."""
+        return self.root / "pipelines"
+
+    @property
+    def audit_log(self) -> Path:
+        """The one audit log (JSON lines)."""
+        return self.root / "audit" / "audit.jsonl"
+
+    @property
+    def deliveries_log(self) -> Path:
+        """Webhook deliveries (JSON lines)."""
+        return self.root / "notifications" / "deliveries.jsonl"
+
+    @property
+    def embedded_redis_dir(self) -> Path:
+        """Working folder of the demo's embedded Redis."""
+        return self.root / ".embedded-redis"
+
+
+def _resolved(path: Path) -> Path:
+    return Path(path).expanduser().resolve()

@@ -1,0 +1,283 @@
+"""Score every transaction of a window with a registered model, point-in-time correct, in bounded chunks.
+
+The same contract as training and serving (``mlplatform.features.service``): a transaction at time t becomes an
+entity row at t - 1 µs with its request fields, and gets its features through the model's FeatureService with
+``get_historical_features``. The window is cut into chunks of about ``scoring_chunk_rows`` transactions (whole
+hours, from an hourly count DuckDB computes over the raw files), so memory holds one chunk at a time however
+long the window. Scores stream into one Parquet file (a row group per chunk) written under a temporary name and
+renamed into place at the end: a failed run leaves no file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mlplatform.errors import DataNotFoundError, InvalidInputError
+from mlplatform.features.service import feature_signature, transaction_entity_rows
+from mlplatform.files import atomic_path
+from mlplatform.models.scoring import predict
+from mlplatform.settings import Settings
+from mlplatform.timeutil import utc
+
+OUTPUT_SCHEMA = pa.schema(
+    [
+        ("transaction_id", pa.string()),
+        ("customer_id", pa.int64()),
+        ("merchant_id", pa.int64()),
+        ("amount", pa.float64()),
+        ("transaction_time", pa.timestamp("us", tz="UTC")),
+        ("score", pa.float64()),
+        ("model_name", pa.string()),
+        ("model_version", pa.int64()),
+        ("feature_service", pa.string()),
+        ("run_id", pa.string()),
+    ]
+)
+RAW_COLUMNS = "transaction_id, customer_id, merchant_id, amount, event_timestamp"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Transactions with ``start <= event_timestamp < end``: ``rows`` of them."""
+
+    start: datetime
+    end: datetime
+    rows: int
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """What one batch-scoring run wrote."""
+
+    run_id: str
+    path: Path
+    rows: int
+    chunks: int
+    model_name: str
+    model_version: int
+    feature_service: str
+    start: datetime
+    end: datetime
+    seconds: float
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else float("inf")
+
+
+def _connect() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")
+    return con
+
+
+def _transactions_glob(settings: Settings) -> str:
+    folder = settings.layout.raw_dir / "transactions"
+    if not any(folder.glob("*.parquet")):
+        raise DataNotFoundError(f"no raw transactions in {folder}: run `mlplatform data generate` first")
+    return str(folder / "*.parquet")
+
+
+def plan_chunks(settings: Settings, start: datetime, end: datetime, chunk_rows: int) -> list[Chunk]:
+    """Whole hours of the window packed into chunks of at most ``chunk_rows`` transactions (one hour may exceed it)."""
+    sql = (
+        "SELECT time_bucket(INTERVAL 1 hour, event_timestamp) AS hour, count(*) AS n "
+        "FROM read_parquet($glob) WHERE event_timestamp >= $start AND event_timestamp < $end GROUP BY 1 ORDER BY 1"
+    )
+    with _connect() as con:
+        hours = con.execute(sql, {"glob": _transactions_glob(settings), "start": start, "end": end}).fetchall()
+    chunks: list[Chunk] = []
+    lo, n = None, 0
+    for hour, count in hours:
+        hour = utc(hour).to_pydatetime()
+        if lo is not None and n + count > chunk_rows:
+            chunks.append(Chunk(max(lo, start), hour, n))
+            lo, n = None, 0
+        lo = hour if lo is None else lo
+        n += count
+    if lo is not None:
+        chunks.append(Chunk(max(lo, start), end, n))
+    return chunks
+
+
+def read_transactions(settings: Settings, chunk: Chunk) -> pd.DataFrame:
+    """The chunk's raw transactions in time order."""
+    sql = (
+        f"SELECT {RAW_COLUMNS} FROM read_parquet($glob) "
+        "WHERE event_timestamp >= $start AND event_timestamp < $end ORDER BY event_timestamp, transaction_id"
+    )
+    with _connect() as con:
+        return con.execute(sql, {"glob": _transactions_glob(settings), "start": chunk.start, "end": chunk.end}).df()
+
+
+def resolve_model(settings: Settings, version: int | None):
+    """The named version, or the golden one; a clear error when neither exists."""
+    from mlplatform.models.registry import ModelRegistry
+
+    registry = ModelRegistry(settings)
+    if version is not None:
+        return registry, registry.get(version)
+    golden = registry.golden()
+    if golden is None:
+        raise DataNotFoundError(
+            f"model {settings.model_name} has no golden version yet: promote one or pass --model VERSION"
+        )
+    return registry, golden
+
+
+def _check_features_cover(settings: Settings, chunks: list[Chunk]) -> None:
+    """Refuse to score transactions the feature tables do not reach yet (their features would be stale)."""
+    from mlplatform.features.pipelines import read_build_state
+
+    state = read_build_state(settings.layout.features_dir)
+    if "until" not in state:
+        raise DataNotFoundError("no feature tables yet: run `mlplatform features build` (and `apply`) first")
+    built = utc(state["until"])
+    last = max((c.end for c in chunks if c.rows), default=None)
+    if last is not None and utc(last) > built:
+        with _connect() as con:
+            late = con.execute(
+                "SELECT count(*) FROM read_parquet($glob) WHERE event_timestamp >= $built AND event_timestamp < $end",
+                {"glob": _transactions_glob(settings), "built": built.to_pydatetime(), "end": last},
+            ).fetchone()[0]
+        if late:
+            raise DataNotFoundError(
+                f"features are built up to {built.isoformat()} but {late:,} transactions of the window are later: "
+                "run `mlplatform features build --since last` (and `materialize`) first, or end the window earlier"
+            )
+
+
+def features_for(store, service, transactions: pd.DataFrame) -> pd.DataFrame:
+    """The service's point-in-time features for transactions, one row per transaction, in the input order."""
+    entity = transaction_entity_rows(transactions)
+    frame = store.get_historical_features(entity_df=entity, features=service).to_df()
+    frame = frame.drop_duplicates("transaction_id").set_index("transaction_id")
+    return frame.reindex(entity["transaction_id"]).reset_index()
+
+
+def iter_chunks(settings: Settings, chunks: list[Chunk], chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """The window's transactions, at most ``chunk_rows`` at a time."""
+    for chunk in chunks:
+        if not chunk.rows:
+            continue
+        tx = read_transactions(settings, chunk)
+        for lo in range(0, len(tx), chunk_rows):
+            yield tx.iloc[lo : lo + chunk_rows]
+
+
+def default_output(settings: Settings, start: datetime, end: datetime, version: int, run_id: str) -> Path:
+    fmt = "%Y%m%dT%H%M%SZ"
+    return (
+        settings.layout.scores_dir / f"{settings.model_name}-v{version}_{start:{fmt}}_{end:{fmt}}_{run_id}.parquet"
+    )
+
+
+def score_window(
+    settings: Settings,
+    start: datetime,
+    end: datetime,
+    model_version: int | None = None,
+    output: Path | None = None,
+    chunk_rows: int | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> ScoreResult:
+    """Score every transaction with ``start <= time < end`` with the golden model (or ``model_version``)."""
+    t0 = time.perf_counter()
+    start, end = utc(start).to_pydatetime(), utc(end).to_pydatetime()
+    if start >= end:
+        raise InvalidInputError(f"--start {start.isoformat()} must be before --end {end.isoformat()}")
+    chunk_rows = chunk_rows or settings.scoring_chunk_rows
+    registry, mv = resolve_model(settings, model_version)
+    chunks = plan_chunks(settings, start, end, chunk_rows)
+    total = sum(c.rows for c in chunks)
+    _check_features_cover(settings, chunks)
+
+    from mlplatform.stores import open_feature_store
+
+    store = open_feature_store(settings)
+    try:
+        service = store.get_feature_service(mv.feature_service)
+    except Exception as exc:  # FeatureServiceNotFoundException and registry errors
+        raise DataNotFoundError(
+            f"{mv.name} v{mv.version} needs feature service {mv.feature_service!r}, which the Feast registry "
+            f"does not have ({type(exc).__name__}); run `mlplatform apply` first"
+        ) from exc
+    served = {name for name, _ in feature_signature(store, mv.feature_service)}
+    missing = [n for n in mv.feature_names if n not in served]
+    if missing:
+        raise InvalidInputError(
+            f"{mv.name} v{mv.version} expects features its service {mv.feature_service!r} no longer serves: "
+            f"{', '.join(missing)}; score with a model trained on the current definitions"
+        )
+    booster = registry.load_booster(mv.version)
+
+    run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+    path = (output or default_output(settings, start, end, mv.version, run_id)).expanduser().resolve()
+    if path.suffix != ".parquet":
+        raise InvalidInputError(f"--output {path} must end in .parquet")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "run_id": run_id,
+        "model_name": mv.name,
+        "model_version": mv.version,
+        "feature_service": mv.feature_service,
+        "window_start": start.isoformat(),
+        "window_end": end.isoformat(),
+        "rows": total,
+        "created_at": datetime.now(UTC).isoformat(),
+    }
+    schema = OUTPUT_SCHEMA.with_metadata({"mlplatform": json.dumps(meta)})
+    done = 0
+    if on_progress:
+        on_progress(0, total)
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        for tx in iter_chunks(settings, chunks, chunk_rows):
+            frame = features_for(store, service, tx)
+            scores = np.asarray(predict(booster, frame, mv.feature_names), dtype=np.float64)
+            n = len(tx)
+            table = pa.table(
+                {
+                    "transaction_id": tx["transaction_id"].astype(str).to_numpy(),
+                    "customer_id": tx["customer_id"].to_numpy(dtype=np.int64),
+                    "merchant_id": tx["merchant_id"].to_numpy(dtype=np.int64),
+                    "amount": tx["amount"].to_numpy(dtype=np.float64),
+                    "transaction_time": pd.to_datetime(tx["event_timestamp"], utc=True).dt.as_unit("us").to_numpy(),
+                    "score": scores,
+                    "model_name": pa.array([mv.name] * n, pa.string()),
+                    "model_version": np.full(n, mv.version, dtype=np.int64),
+                    "feature_service": pa.array([mv.feature_service] * n, pa.string()),
+                    "run_id": pa.array([run_id] * n, pa.string()),
+                },
+                schema=schema,
+            )
+            writer.write_table(table)
+            done += n
+            if on_progress:
+                on_progress(done, total)
+    result = ScoreResult(
+        run_id, path, done, len(chunks), mv.name, mv.version, mv.feature_service, start, end, time.perf_counter() - t0
+    )
+    from mlplatform import audit
+
+    details = {k: v for k, v in asdict(result).items() if k not in ("path",)}
+    audit.record(settings, "batch_score", target=str(path), details=details)
+    return result
+
+
+def read_scores_metadata(path: Path) -> dict:
+    """The run's metadata stored in a scores file (run id, model, feature service, window)."""
+    meta = pq.read_schema(path).metadata or {}
+    return json.loads(meta.get(b"mlplatform", b"{}"))

@@ -1,0 +1,101 @@
+"""Accounting of what the service did: Prometheus counters and feature-log rows of served and shadow predictions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from serving.dispatcher import SHADOW
+from serving.feature_log import FeatureLogWriter
+from serving.metrics import ServingMetrics
+from serving.model_pool import LoadedModel
+from serving.online_features import OnlineFeatures
+from serving.prediction import Prediction, ScoringRequest
+
+_ROW_COLUMNS = ("customer_id", "merchant_id", "amount", "transaction_ts")  # request fields with a column of their own
+
+
+class Accounting:
+    """Counts cache lookups, fallbacks, Redis failures and predictions; logs every prediction's inputs."""
+
+    def __init__(self, metrics: ServingMetrics, feature_log: FeatureLogWriter) -> None:
+        self.metrics = metrics
+        self.feature_log = feature_log
+
+    def cache_lookups(self, hits: int, misses: int) -> None:
+        """Count prediction-cache hits and misses."""
+        if hits:
+            self.metrics.cache_hits.inc(hits)
+        if misses:
+            self.metrics.cache_misses.inc(misses)
+
+    def fell_back(self, reason: str, n: int) -> None:
+        """Count ``n`` answers that had to come from a fallback, by reason (a metric label)."""
+        self.metrics.fallbacks.labels(reason).inc(n)
+
+    def redis_failed(self) -> None:
+        """Count a request answered 503 because Redis failed."""
+        self.metrics.redis_errors.inc()
+
+    def served(self, preds: Sequence[Prediction], requests: Sequence[ScoringRequest],
+               fetched: Mapping[str, OnlineFeatures], elapsed: float, now: datetime) -> None:
+        """Metrics and feature-log rows of the predictions returned for ``requests`` (one each, in order)."""
+        latency_ms = elapsed * 1000.0
+        records = []
+        for i, (p, req) in enumerate(zip(preds, requests, strict=True)):
+            version = str(p.model.version)
+            self.metrics.predictions.labels(p.model.name, version, p.role).inc()
+            self.metrics.latency.labels(p.model.name, version).observe(elapsed)
+            for n in p.missing:
+                self.metrics.missing.labels(n).inc()
+            for n in p.stale:
+                self.metrics.stale.labels(n).inc()
+            values = fetched[p.model.feature_service].values[i]
+            records.append(feature_log_row(req, p, True, values, now, latency_ms))
+        self.feature_log.write(records)
+
+    def shadow_outcome(self, model: LoadedModel, outcome: str, n: int = 1) -> None:
+        """Count shadow predictions by outcome: logged, error, dropped, other_feature_service."""
+        self.metrics.shadow.labels(model.name, str(model.version), outcome).inc(n)
+
+    def shadowed(self, model: LoadedModel, requests: Sequence[ScoringRequest], feats: OnlineFeatures,
+                 scores: Sequence[float], now: datetime, latency_ms: float) -> None:
+        """Log a shadow's scores for ``requests`` (never returned: ``served`` is false) and count them."""
+        records = []
+        for i, req in enumerate(requests):
+            p = Prediction(req.request_id, req.transaction_id, float(scores[i]), model, SHADOW, False, None,
+                           feats.missing[i], feats.stale[i], False)
+            records.append(feature_log_row(req, p, False, feats.values[i], now, latency_ms))
+        self.feature_log.write(records)
+        self.shadow_outcome(model, "logged", len(requests))
+
+
+def feature_log_row(req: ScoringRequest, p: Prediction, served: bool, values: Mapping[str, Any], now: datetime,
+                    latency_ms: float) -> dict[str, Any]:
+    """One feature-log row: ids, time, model, every model input, request fields, prediction, missing/stale."""
+    row = req.row
+    extra = {k: v for k, v in row.items() if k not in _ROW_COLUMNS}
+    return {
+        "request_id": req.request_id,
+        "logged_at": now,
+        "transaction_id": req.transaction_id,
+        "customer_id": row.get("customer_id"),
+        "merchant_id": row.get("merchant_id"),
+        "amount": row.get("amount"),
+        "transaction_ts": row.get("transaction_ts"),
+        "request_fields": json.dumps(extra) if extra else None,
+        "model_name": p.model.name,
+        "model_version": p.model.version,
+        "role": p.role,
+        "served": served,
+        "fallback": p.fallback,
+        "fallback_reason": p.fallback_reason,
+        "cached": p.cached,
+        "prediction": p.score,
+        "missing": p.missing,
+        "stale": p.stale,
+        "latency_ms": latency_ms,
+        "features": {n: values.get(n) for n in p.model.feature_names},
+    }
