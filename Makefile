@@ -20,7 +20,7 @@ setup: $(STAMP) ## Create .venv and install the pinned stack (requirements.lock)
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check uv==0.13.8
-	$(VENV)/bin/uv pip install -q -p $(PY) -r requirements.lock
+	$(VENV)/bin/uv pip install -q --compile-bytecode -p $(PY) -r requirements.lock
 	$(VENV)/bin/uv pip install -q -p $(PY) --no-deps -e .
 	@rm -f $(VENV)/.installed-* && touch $@
 
@@ -29,12 +29,16 @@ demo: setup ## Run the whole journey end to end on an embedded Redis (no server 
 	@rm -rf demo-data && echo "== a fresh demo in demo-data/ on an embedded Redis at 127.0.0.1:6399"
 	$(DEMO_ENV) $(MLP) redis up
 	@echo "== the feature author: raw data -> DuckDB features -> Feast registry -> Redis"
-	$(DEMO_ENV) $(MLP) data generate --customers 2000 --days 28 --seed 7
+	@# Every date below is relative to today, so the demo is true on any day. The world starts 56 days ago:
+	@# base period [today-56d, today-28d), drifted period [today-28d, today-14d); it ends 14 days before today
+	@# so that `monitor replay` can move the drifted period forward to end now, after every materialized row
+	@# (a world with the default start ends today: its replay would be back-dated).
+	$(DEMO_ENV) $(MLP) data generate --customers 2000 --days 28 --seed 7 --start today-56d
 	$(DEMO_ENV) $(MLP) features build
 	$(DEMO_ENV) $(MLP) features validate
 	$(DEMO_ENV) $(MLP) apply
 	$(DEMO_ENV) $(MLP) materialize
-	$(DEMO_ENV) $(MLP) features online --customer-id 1 --customer-id 2 --merchant-id 10001 --amount 250 --transaction-ts 1793188800
+	$(DEMO_ENV) $(MLP) features online --customer-id 1 --customer-id 2 --merchant-id 10001 --amount 250
 	$(DEMO_ENV) $(MLP) features push --customer-id 1 --amount 99.5 --merchant-id 10003
 	@echo "== the model trainer: a point-in-time training set, XGBoost, the registry and the promotion gate"
 	$(DEMO_ENV) $(MLP) dataset build
@@ -43,16 +47,16 @@ demo: setup ## Run the whole journey end to end on an embedded Redis (no server 
 	$(DEMO_ENV) $(MLP) models list
 	@echo "== the service: online features + warm model over HTTP"
 	$(DEMO_ENV) $(MLP) serve --log-level warning > demo-data/serve.log 2>&1 & echo $$! > demo-data/serve.pid
-	$(DEMO_ENV) $(MLP) predict --wait 120 --customer-id 1 --merchant-id 10001 --amount 250 --timestamp 2026-10-28T12:00:00Z
+	$(DEMO_ENV) $(MLP) predict --wait 120 --customer-id 1 --merchant-id 10001 --amount 250   # stamped now
 	@echo "== the watcher: a drifted period arrives and is replayed through the service"
-	$(DEMO_ENV) $(MLP) data generate --customers 2000 --days 28 --seed 7 --drift
+	$(DEMO_ENV) $(MLP) data generate --customers 2000 --days 28 --seed 7 --drift   # same folder: same start
 	$(DEMO_ENV) $(MLP) features build --since last
 	$(DEMO_ENV) $(MLP) materialize
 	$(DEMO_ENV) $(MLP) monitor replay --limit 3000
 	@pid=$$(cat demo-data/serve.pid); kill $$pid; while kill -0 $$pid 2>/dev/null; do sleep 0.2; done; rm demo-data/serve.pid
 	$(DEMO_ENV) $(MLP) monitor check || test $$? -eq 10   # exit 10 = a breach was found (expected here)
 	@echo "== operations: batch scoring, the daily pipeline, the audit log and lineage"
-	$(DEMO_ENV) $(MLP) score --start 2026-10-27 --end 2026-10-28
+	$(DEMO_ENV) $(MLP) score --start today-15d --end today-14d   # the last day of the data
 	$(DEMO_ENV) $(MLP) pipeline run daily   # the drift above makes it retrain; the gate decides
 	$(DEMO_ENV) $(MLP) pipeline status
 	$(DEMO_ENV) $(MLP) audit --limit 15

@@ -1,6 +1,6 @@
 """Run the benchmarks and write bench/results.md (quoted by the README) and bench/results.json.
 
-    python -m bench.run [--quick] [--only features,serving]
+    python -m bench.run [--quick] [--only features,serving]   (--only cli: start-up of whole `mlplatform` processes)
 
 Each module in MODULES exposes ``run(quick: bool) -> list[dict]`` with rows
 {"benchmark", "metric", "value", "unit", "note"}; comparisons are ratios against a floor or peer measured in the
@@ -21,7 +21,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 README = HERE.parent / "README.md"
-MODULES = ["features", "training", "serving", "monitoring", "scoring"]
+MODULES = ["features", "training", "serving", "admission", "monitoring", "scoring", "promotion", "cli", "chaos",
+           "durability", "reconcile"]
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 

@@ -2,14 +2,25 @@
 
 Layout: ``<data_dir>/audit/audit.jsonl``, one JSON object per line::
 
-    {"time": "...Z", "actor": "alice", "action": "apply", "target": "...", "details": {...}, "reason": "..."}
+    {"time": "...Z", "actor": "alice", "action": "apply", "target": "...", "details": {...}, "reason": "...",
+     "channel": "cli"}
+
+``actor`` is *who* (``MLPLATFORM_ACTOR``, else the login user); ``channel`` is *through what* the change came:
+``cli``, ``api`` (the inference service's admin endpoints), ``pipeline`` (a pipelines.yaml run) or ``monitoring``
+(``monitor check --retrain``). Records written before ``channel`` existed read back with the channel their details
+named (promotions kept it there), else none.
 
 Appends go through ``mlplatform.files.append_jsonl`` (one write under an exclusive ``flock``, then ``fsync``):
 concurrent writers never interleave, and a torn last line left by a crash is skipped by readers, so a reader never
 returns a partial record and never loses a complete one.
 
 Code that changes state calls ``record(settings, action, target, details)``. A caller running on behalf of
-something else (a pipeline run) wraps its work in ``acting_for(reason=..., actor=...)`` so nested records say why.
+something else (a pipeline run) wraps its work in ``acting_for(reason=..., actor=..., channel=...)`` so nested
+records say why and how.
+
+Families: ``list_records(action="promote")`` (``mlplatform audit --action promote``) finds every action of the
+promotion family in ``ACTION_FAMILIES`` (promote, force_promote, promote_refused, rollback); any other value is a
+shell pattern on the action name, and ``=promote`` means that action alone.
 """
 
 from __future__ import annotations
@@ -47,6 +58,13 @@ ACTIONS = (
 )
 # Actions that also fire the configured webhooks (see mlplatform.notifications).
 NOTIFY_ACTIONS = frozenset({"promote", "force_promote", "rollback", "monitor_breach"})
+# `--action <family>` finds every action of the family: what people mean by "promotions" has several names.
+ACTION_FAMILIES: dict[str, tuple[str, ...]] = {
+    "promote": ("promote", "force_promote", "promote_refused", "rollback"),
+}
+# How a change came in (`--channel`); a record made outside any of them says "cli".
+CHANNELS = ("cli", "api", "pipeline", "monitoring")
+DEFAULT_CHANNEL = "cli"
 
 _context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
     "mlplatform_audit_context", default=None
@@ -63,6 +81,7 @@ class AuditRecord:
     target: str
     details: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None
+    channel: str | None = None  # cli | api | pipeline | monitoring (None: an old record that did not say)
 
     @property
     def timestamp(self) -> datetime:
@@ -85,13 +104,15 @@ def current_actor(settings: Settings) -> str:
 
 
 @contextlib.contextmanager
-def acting_for(reason: str | None = None, actor: str | None = None) -> Iterator[None]:
-    """Records made inside the block default to this reason (and actor), e.g. ``pipeline daily run 3f2a``."""
+def acting_for(reason: str | None = None, actor: str | None = None, channel: str | None = None) -> Iterator[None]:
+    """Records made inside the block default to this reason (actor, channel), e.g. ``pipeline daily run 3f2a``."""
     current = dict(_context.get() or {})
     if reason is not None:
         current["reason"] = reason
     if actor is not None:
         current["actor"] = actor
+    if channel is not None:
+        current["channel"] = channel
     token = _context.set(current)
     try:
         yield
@@ -106,16 +127,21 @@ def record(
     details: dict[str, Any] | None = None,
     reason: str | None = None,
     actor: str | None = None,
+    channel: str | None = None,
 ) -> AuditRecord:
-    """Append one change of state to the audit log (and fire webhooks for promotions, rollbacks and breaches)."""
+    """Append one change of state to the audit log (and fire webhooks for promotions, rollbacks and breaches).
+
+    ``channel`` defaults to a ``channel`` the caller put in ``details``, then ``acting_for``'s, then ``cli``."""
     ctx = _context.get() or {}
+    details = details or {}
     rec = AuditRecord(
         time=datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
         actor=actor or ctx.get("actor") or current_actor(settings),
         action=action,
         target=str(target),
-        details=details or {},
+        details=details,
         reason=reason if reason is not None else ctx.get("reason"),
+        channel=channel or _details_channel(details) or ctx.get("channel") or DEFAULT_CHANNEL,
     )
     try:
         append_jsonl(audit_path(settings), asdict(rec))
@@ -128,24 +154,57 @@ def record(
     return rec
 
 
+def _details_channel(details: Any) -> str | None:
+    """The channel a caller (or an old record) kept in ``details``, if any."""
+    value = details.get("channel") if isinstance(details, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def action_matcher(action: str | None):
+    """A predicate on action names: a family name (``promote``) matches its family, ``=name`` that action only,
+    anything else is a shell pattern (``*promote*``)."""
+    if not action:
+        return lambda name: True
+    if action.startswith("="):
+        exact = action[1:]
+        return lambda name: name == exact
+    if action in ACTION_FAMILIES:
+        family = frozenset(ACTION_FAMILIES[action])
+        return lambda name: name in family
+    return lambda name: fnmatch.fnmatchcase(name, action)
+
+
+def _from_row(row: dict) -> AuditRecord:
+    """A record from one JSON line (older lines have no ``channel``: their details may say it)."""
+    values = {k: row.get(k) for k in ("time", "actor", "action", "target", "details", "reason")}
+    values["details"] = values["details"] or {}
+    values["channel"] = row.get("channel") or _details_channel(values["details"])
+    return AuditRecord(**values)
+
+
 def list_records(
     settings: Settings,
     action: str | None = None,
     actor: str | None = None,
     since: datetime | None = None,
     limit: int | None = None,
+    channel: str | None = None,
 ) -> list[AuditRecord]:
-    """Records oldest first, filtered (``action``/``actor`` take shell patterns); ``limit`` keeps the latest."""
+    """Records oldest first, filtered (``action``: a family or shell pattern, see ``action_matcher``; ``actor`` and
+    ``channel``: shell patterns); ``limit`` keeps the latest."""
     rows, torn = read_jsonl(audit_path(settings))
     if torn:
         log.warning("audit log %s: skipped %d torn fragment(s) left by a crashed writer", audit_path(settings), torn)
+    wanted_action = action_matcher(action)
     out: list[AuditRecord] = []
     for row in rows:
         try:
-            rec = AuditRecord(**{k: row.get(k) for k in ("time", "actor", "action", "target", "details", "reason")})
-            if action and not fnmatch.fnmatchcase(rec.action, action):
+            rec = _from_row(row)
+            if not wanted_action(rec.action):
                 continue
             if actor and not fnmatch.fnmatchcase(rec.actor, actor):
+                continue
+            if channel and not fnmatch.fnmatchcase(rec.channel or "", channel):
                 continue
             if since and rec.timestamp < since:
                 continue

@@ -26,10 +26,11 @@ class ExitCode(IntEnum):
 
 
 EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
-    ExitCode.OK: "done; for `monitor check`: no breach",
+    ExitCode.OK: "done; for `monitor check`: at least one check judged, none breached",
     ExitCode.FAILURE: "a pipeline step failed, the promotion gate refused, or an unexpected error (a bug)",
     ExitCode.INVALID_INPUT: "bad option, file or request",
-    ExitCode.NOT_FOUND: "data the command needs does not exist yet; for `monitor check`: nothing to check",
+    ExitCode.NOT_FOUND: "data the command needs does not exist yet; for `monitor check`: nothing to check (no served "
+    "requests, or no check had enough rows/labels to judge)",
     ExitCode.DEFINITION: "feature definitions disagree with their data; nothing was applied",
     ExitCode.ONLINE_STORE_UNAVAILABLE: "Redis did not answer",
     ExitCode.CONFLICT: "collides with existing state (immutable raw data, a lock another process holds)",

@@ -9,6 +9,7 @@
   datasets/asof-*/                                           training sets with their lineage
   models/                                                    MLflow model registry (MLPLATFORM_MODELS_DIR overrides)
   feature_logs/date=YYYY-MM-DD/part-*.parquet                what the service served
+  feature_logs/_dead_letter/*.jsonl, feature_logs/_wal/      rows that did not fit; rows not yet in Parquet
   reports/                                                   monitoring reports (MLPLATFORM_MONITORING_REPORTS_DIR)
   monitoring/retrain_request.json                            a retrain request from monitoring
   scores/                                                    batch scores
@@ -68,6 +69,16 @@ class DataLayout:
     def feature_logs_dir(self) -> Path:
         """Where the service writes its feature logs (Parquet, one folder per day)."""
         return self.root / "feature_logs"
+
+    @property
+    def feature_log_dead_letter_dir(self) -> Path:
+        """Feature-log rows that did not fit the schema, with the reason (JSON lines, one file per day)."""
+        return self.feature_logs_dir / "_dead_letter"
+
+    @property
+    def feature_log_wal_dir(self) -> Path:
+        """The feature-log writers' write-ahead files: rows accepted but not yet in Parquet (replayed at start)."""
+        return self.feature_logs_dir / "_wal"
 
     @property
     def reports_dir(self) -> Path:

@@ -3,14 +3,63 @@
 Three records are joined: the model registry's card (training-set fingerprint and lineage, feature service,
 feature names), the Feast registry (services, views, on-demand views, sources) and the raw manifest (periods,
 row counts, generator seed). Nothing is inferred from names alone.
+
+Feast has no view versions, so a view's definition is identified by ``definition_hash``: a hash of its spec
+without what changes when nothing was changed (registry timestamps, which Feast stamps on every apply and even
+on every read of an on-demand view's request source, and the pickled bytes of a Python transformation, which
+count by their source text instead). Equal definitions hash equal; any change to schema, sources, TTL, tags or
+the transformation's code changes it. Training sets record the hash of each view they read.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from mlplatform.errors import DataNotFoundError
 from mlplatform.settings import Settings
+
+# Recorded next to the hashes in a training set's lineage: hashes of another scheme are not compared.
+HASH_SCHEME = "spec-without-timestamps-v1"
+_VOLATILE_FIELDS = frozenset({"created_timestamp", "last_updated_timestamp"})
+
+
+def definition_hash(view: Any) -> str:
+    """A stable content hash (16 hex digits) of a Feast view's definition: equal definitions hash equal."""
+    spec = view.to_proto().spec
+    _strip_volatile(spec)
+    return hashlib.sha256(spec.SerializeToString(deterministic=True)).hexdigest()[:16]
+
+
+def _strip_volatile(message: Any) -> None:
+    """Clear, in place and at any depth, the timestamps Feast stamps and pickled UDF bytes that have source text."""
+    from google.protobuf.message import Message
+
+    if "body_text" in message.DESCRIPTOR.fields_by_name and message.body_text:
+        message.ClearField("body")  # dill bytes vary with where and how the function was loaded; the text does not
+    for fd, value in message.ListFields():
+        if fd.name in _VOLATILE_FIELDS and isinstance(value, Message):
+            message.ClearField(fd.name)
+        elif isinstance(value, Message):
+            _strip_volatile(value)
+        elif hasattr(value, "values") and callable(value.values):  # a map field
+            for item in value.values():
+                if isinstance(item, Message):
+                    _strip_volatile(item)
+        elif not isinstance(value, str | bytes) and hasattr(value, "__iter__"):  # a repeated field
+            for item in value:
+                if isinstance(item, Message):
+                    _strip_volatile(item)
+
+
+def ttl_text(seconds: int | None) -> str:
+    """A view's TTL for people: ``no TTL``, ``ttl 30d``, ``ttl 6h``, ``ttl 90s``."""
+    if not seconds:
+        return "no TTL"
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds % size == 0:
+            return f"ttl {seconds // size}{unit}"
+    return f"ttl {seconds}s"
 
 
 def raw_inputs(table: str) -> list[str]:
@@ -59,6 +108,7 @@ class _Catalog:
                 "features": used or [f.name for f in odfv.features],
                 "request_sources": sorted(odfv.source_request_sources),
                 "depends_on": [self.describe_view(src) for src in self.odfv_sources(name)],
+                "definition_hash": definition_hash(odfv),
                 "owner": odfv.owner,
                 "description": odfv.description,
             }
@@ -73,7 +123,8 @@ class _Catalog:
             "kind": "stream" if name in self.stream_views else "batch",
             "features": used or [f.name for f in view.features],
             "entities": list(view.entities),
-            "ttl_seconds": int(view.ttl.total_seconds()) if view.ttl else 0,
+            "ttl_seconds": int(view.ttl.total_seconds()) if view.ttl else None,  # None: no TTL (Feast's 0)
+            "definition_hash": definition_hash(view),
             "source": {
                 "name": source.name,
                 "path": path,
@@ -135,6 +186,14 @@ def model_lineage(settings: Settings, version: int | str) -> dict[str, Any]:
         service["matches_model"] = served == list(mv.feature_names)
         service["changed_since_training"] = sorted(set(served) ^ set(mv.feature_names))
         views = [catalog.describe_view(name, used) for name, used in by_view.items()]
+    at_training = mv.lineage.get("feature_views") or {}
+    comparable = mv.lineage.get("feature_view_hash_scheme") == HASH_SCHEME
+    for view in views:
+        view["definition_at_training"] = at_training.get(view["name"])
+        view["definition_changed"] = (
+            view["definition_at_training"] != view["definition_hash"]
+            if comparable and view["definition_at_training"] else None
+        )
     return {
         "model": {
             "name": mv.name,

@@ -19,8 +19,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
+from mlplatform.redact import redact as redact_text
+from mlplatform.redact import redact_url
 from mlplatform.settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,10 +48,9 @@ class Delivery:
 
 
 def redact(url: str) -> str:
-    """``scheme://host/…`` plus the path's last 4 characters: enough to tell webhooks apart, not to use one."""
-    parts = urlsplit(url)
-    tail = parts.path[-4:] if len(parts.path) > 4 else ""
-    return f"{parts.scheme}://{parts.netloc}/…{tail}"
+    """``scheme://host/…`` plus the path's last 4 characters: enough to tell webhooks apart, not to use one
+    (``user:pass@`` and the query are dropped; ``mlplatform.redact.redact_url``)."""
+    return redact_url(url)
 
 
 def payload(event: str, text: str, fields: dict[str, Any] | None = None, severity: str = "info") -> dict[str, Any]:
@@ -102,8 +102,8 @@ def post_with_retries(settings: Settings, url: str, body: dict[str, Any]) -> Del
             error = f"HTTP {status}"
             if status < 500 and status != 429:
                 break  # the receiver refuses this body: retrying will not help
-        except httpx.HTTPError as exc:
-            status, error = None, f"{type(exc).__name__}: {exc}"[:300]
+        except httpx.HTTPError as exc:  # httpx may quote the URL: its credentials and token path are masked
+            status, error = None, redact_text(f"{type(exc).__name__}: {exc}", [url])[:300]
         if attempt < settings.webhook_retries:
             time.sleep(BACKOFF_SECONDS * 2**attempt)
     return Delivery(redact(url), body.get("event", ""), False, attempts, status, error, time.perf_counter() - t0)
@@ -117,7 +117,8 @@ def _deliver(settings: Settings, url: str, body: dict[str, Any]) -> Delivery:
     try:
         delivery = post_with_retries(settings, url, body)
     except Exception as exc:  # never let a notification escape its thread
-        delivery = Delivery(redact(url), body.get("event", ""), False, 0, None, f"{type(exc).__name__}: {exc}", 0.0)
+        error = redact_text(f"{type(exc).__name__}: {exc}", [url])[:300]
+        delivery = Delivery(redact(url), body.get("event", ""), False, 0, None, error, 0.0)
     if delivery.ok:
         log.info("webhook %s: %s delivered (attempt %d)", delivery.url, delivery.event, delivery.attempts)
     else:

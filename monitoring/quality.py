@@ -21,7 +21,7 @@ import pandas as pd
 from mlplatform.errors import InvalidInputError
 from mlplatform.settings import Settings
 from monitoring.logs import LogWindow, read_served, resolve_window
-from monitoring.reports import ReportFiles, render_table_page, write_report
+from monitoring.reports import ReportFiles, render_table_page, with_banner, write_report
 
 CALIBRATION_BINS = 10
 # Names training may give its held-out metrics, most specific first.
@@ -169,14 +169,37 @@ def training_metric(metrics: dict[str, float], name: str) -> float | None:
 
 
 # --- I/O edges -------------------------------------------------------------------------------------------------
+def labels_folder(data_dir: Path) -> Path:
+    """Where the raw label files live (``raw/labels``)."""
+    return Path(data_dir) / "raw" / "labels"
+
+
 def read_labels(data_dir: Path, as_of: datetime) -> pd.DataFrame:
-    """Labels that had arrived by ``as_of`` (raw/labels/*.parquet); empty if none have arrived yet."""
-    files = sorted((Path(data_dir) / "raw" / "labels").glob("*.parquet"))
+    """Labels that had arrived by ``as_of`` (raw/labels/*.parquet); empty if none have arrived yet. Columns:
+    transaction_id, is_fraud, label_timestamp, and transaction_timestamp when the files carry it."""
+    import pyarrow.parquet as pq
+
+    files = sorted(labels_folder(data_dir).glob("*.parquet"))
     columns = ["transaction_id", "is_fraud", "label_timestamp"]
     if not files:
         return pd.DataFrame(columns=columns)
-    labels = pd.concat([pd.read_parquet(f, columns=columns) for f in files], ignore_index=True)
+    frames = []
+    for f in files:
+        present = pq.read_schema(f).names
+        frames.append(pd.read_parquet(f, columns=columns + [c for c in ("transaction_timestamp",) if c in present]))
+    labels = pd.concat(frames, ignore_index=True)
     return labels[pd.to_datetime(labels["label_timestamp"], utc=True) <= pd.Timestamp(as_of)]
+
+
+def label_delay(labels: pd.DataFrame) -> dict[str, float] | None:
+    """How late labels arrived after their transaction (median and 90th percentile, days); None if unknown."""
+    if labels.empty or "transaction_timestamp" not in labels.columns:
+        return None
+    delay = (pd.to_datetime(labels["label_timestamp"], utc=True)
+             - pd.to_datetime(labels["transaction_timestamp"], utc=True)).dropna() / pd.Timedelta(days=1)
+    if delay.empty:
+        return None
+    return {"median_days": float(delay.median()), "p90_days": float(delay.quantile(0.9))}
 
 
 def model_lifecycle(settings: Settings, versions: list[int]) -> dict[int, dict[str, Any]]:
@@ -234,16 +257,76 @@ class QualityResult:
     calibration: list[dict[str, Any]]
     seconds: float = 0.0
     files: ReportFiles | None = field(default=None, repr=False)
+    labels_arrived: int = 0  # labels under raw/labels that had arrived by as_of, for any transaction
+    min_labeled_rows: int = 0  # monitoring_min_labeled_rows when it ran
+    label_delay: dict[str, float] | None = None  # median / p90 days from transaction to label, of arrived labels
+    newest_transaction: datetime | None = None  # transaction time of the newest served row
+    newest_label: datetime | None = None  # arrival time of the newest label that had arrived by as_of
+    labels_dir: str = ""
+
+    def judged_versions(self) -> list[dict[str, Any]]:
+        """Versions with enough labeled rows (``min_labeled_rows``) and both classes: the ones a verdict covers."""
+        return [r for r in self.by_version if r["rows"] >= self.min_labeled_rows and r["roc_auc"] is not None]
+
+    @property
+    def judged(self) -> bool:
+        """Whether at least one served model version could be judged."""
+        return bool(self.judged_versions())
+
+    def explanation(self) -> str:
+        """Empty when judged; else why not: served rows, labels arrived, the minimum, and when labels arrive."""
+        if self.judged:
+            return ""
+        when = f"{self.as_of:%Y-%m-%d %H:%M}Z"
+        if self.labeled == 0:
+            head = f"none of the {self.served:,} served rows has a label that arrived by {when}"
+        else:
+            short = [f"v{r['model_version']}: {r['rows']:,} labeled, {r['positives']} fraud"
+                     + (", only one class" if r["rows"] >= self.min_labeled_rows else "") for r in self.by_version]
+            head = (f"only {self.labeled:,} of {self.served:,} served rows have a label that arrived by {when} "
+                    f"({'; '.join(short)})")
+        newest = f", the newest at {self.newest_label:%Y-%m-%d %H:%M}Z" if self.newest_label is not None else ""
+        out = [f"{head}; {self.labels_arrived:,} labels had arrived by then under {self.labels_dir or 'raw/labels'} "
+               f"for any transaction{newest}. Quality is judged per model version with at least "
+               f"{self.min_labeled_rows:,} labeled served rows and both classes (monitoring_min_labeled_rows)."]
+        if self.labels_arrived == 0:
+            out.append("No labels have arrived at all yet: labels come with the raw data (`mlplatform data generate`"
+                       " writes each period's arrived labels).")
+        if self.label_delay is None:
+            out.append("Labels arrive days after their transaction (chargebacks and confirmations); run it again "
+                       "later, or with --as-of.")
+            return " ".join(out)
+        d = self.label_delay
+        out.append(f"Labels arrive late: those arrived so far came a median {d['median_days']:.1f} days (90% within "
+                   f"{d['p90_days']:.1f} days) after their transaction.")
+        if self.newest_transaction is not None:
+            ready = self.newest_transaction + pd.Timedelta(days=d["p90_days"])
+            seen = f"The newest served transaction is from {self.newest_transaction:%Y-%m-%d %H:%M}Z, so most labels " \
+                   f"for this window are due by about {ready:%Y-%m-%d}"
+            if ready > pd.Timestamp(self.as_of):
+                out.append(f"{seen}: run it again then, or with a later --as-of.")
+            else:
+                out.append(f"{seen}, yet no label newer than the one above has arrived: the labels come with new raw "
+                           "data.")
+        return " ".join(out)
 
     def headline(self) -> str:
+        if not self.judged:
+            return (f"not judged: {self.labeled:,} of {self.served:,} served rows labeled by "
+                    f"{self.as_of:%Y-%m-%d %H:%M}Z ({self.labels_arrived:,} labels arrived in all); a version needs "
+                    f"{self.min_labeled_rows:,} labeled rows and both classes")
         parts = [f"v{r['model_version']}: ROC AUC {_fmt(r['roc_auc'])}, PR AUC {_fmt(r['pr_auc'])}, "
                  f"Brier {_fmt(r['brier'])} on {r['rows']:,} labeled ({r['positives']} fraud)" for r in self.by_version]
         return (f"{self.labeled:,} of {self.served:,} served rows labeled by {self.as_of:%Y-%m-%d %H:%M}Z; "
-                + ("; ".join(parts) or "no labels have arrived for them yet"))
+                + "; ".join(parts))
 
     def to_dict(self) -> dict[str, Any]:
         return {"window": self.window.to_dict(), "as_of": self.as_of.isoformat(), "served": self.served,
-                "labeled": self.labeled, "by_version": self.by_version, "by_window": self.by_window,
+                "labeled": self.labeled, "labels_arrived": self.labels_arrived,
+                "min_labeled_rows": self.min_labeled_rows, "label_delay": self.label_delay,
+                "newest_transaction": self.newest_transaction, "newest_label": self.newest_label,
+                "judged": self.judged,
+                "explanation": self.explanation() or None, "by_version": self.by_version, "by_window": self.by_window,
                 "serving": self.serving, "calibration": self.calibration, "seconds": self.seconds,
                 "headline": self.headline()}
 
@@ -262,7 +345,8 @@ def run_quality(settings: Settings, since: datetime | None = None, until: dateti
     served = read_served(settings, window, columns=[
         "transaction_id", "transaction_ts", "model_name", "model_version", "prediction", "latency_ms", "fallback",
         "cached"])
-    joined = join_labels(served, read_labels(settings.data_path, as_of))
+    labels = read_labels(settings.data_path, as_of)
+    joined = join_labels(served, labels)
     by_version = quality_by_version(joined)
     lifecycle = model_lifecycle(settings, sorted({int(v) for v in served["model_version"].dropna()}))
     for row in by_version:
@@ -274,9 +358,15 @@ def run_quality(settings: Settings, since: datetime | None = None, until: dateti
                    aliases=life.get("aliases"))
     calibration = calibration_table(joined["is_fraud"].to_numpy(), joined["prediction"].to_numpy()) \
         if len(joined) else []
+    tx_ts = pd.to_numeric(served["transaction_ts"], errors="coerce").dropna()
+    newest_label = pd.to_datetime(labels["label_timestamp"], utc=True).max() if len(labels) else None
+    newest = pd.Timestamp(int(tx_ts.max()), unit="s", tz="UTC").to_pydatetime() if len(tx_ts) else None
     result = QualityResult(window, as_of, len(served), len(joined), by_version,
                            quality_by_window(joined, settings.monitoring_quality_period), serving, calibration,
-                           seconds=time.perf_counter() - t0)
+                           seconds=time.perf_counter() - t0, labels_arrived=len(labels),
+                           min_labeled_rows=settings.monitoring_min_labeled_rows, label_delay=label_delay(labels),
+                           newest_transaction=newest, labels_dir=str(labels_folder(settings.data_path)),
+                           newest_label=newest_label)
     if write:
         status = quality_status(result, settings)
         page = render_table_page(
@@ -287,6 +377,8 @@ def run_quality(settings: Settings, since: datetime | None = None, until: dateti
              (f"Per {settings.monitoring_quality_period} window of transaction time", result.by_window),
              ("Calibration (all labeled rows)", calibration),
              ("Serving figures per model version", serving)])
+        if not result.judged:
+            page = with_banner(page, result.explanation())
         result.files = write_report(settings, "quality", {**result.to_dict(), "status": status}, page,
                                     when=datetime.now(UTC))
     return result
@@ -311,7 +403,8 @@ def quality_breaches(result: QualityResult, settings: Settings) -> list[str]:
 
 def quality_status(result: QualityResult, settings: Settings) -> str:
     """``breach``, ``ok``, or ``too few labels`` when no version has enough labeled rows to be judged."""
-    judged = [r for r in result.by_version if r["rows"] >= settings.monitoring_min_labeled_rows and r["roc_auc"]]
+    judged = [r for r in result.by_version
+              if r["rows"] >= settings.monitoring_min_labeled_rows and r["roc_auc"] is not None]
     if not judged:
         return "too few labels"
     return "breach" if quality_breaches(result, settings) else "ok"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -86,6 +87,16 @@ def write_index(settings: Settings) -> Path:
     path = folder / INDEX_FILE
     write_atomic(path, render_index(list_reports(folder)))
     return path
+
+
+def with_banner(page: str, text: str) -> str:
+    """``page`` with a warning banner (``text``) at the top of its body: e.g. "not judged: too few rows"."""
+    banner = ("<div style='background:#fff3cd;border:2px solid #b58900;padding:0.8em 1.2em;margin:1em;"
+              f"font:bold 1.1em sans-serif' class='mlplatform-caveat'>{html.escape(text)}</div>")
+    match = re.search(r"<body[^>]*>", page, flags=re.IGNORECASE)
+    if match is None:
+        return banner + page
+    return page[:match.end()] + banner + page[match.end():]
 
 
 def render_table_page(title: str, headline: str, sections: list[tuple[str, list[dict[str, Any]]]]) -> str:

@@ -5,6 +5,10 @@ Method, fixed so results do not change with sample size: numeric features use th
 binary (0/1) features the Jensen-Shannon distance; a feature is drifted when its distance reaches
 ``monitoring_drift_threshold``. Evidently is slow on wide, long data, so each side is first sampled uniformly
 (fixed seed) down to ``monitoring_sample_rows`` rows; the report says how many rows each side had and kept.
+
+With fewer than ``monitoring_min_rows`` served rows the distances are noise: they are still computed and shown,
+but the result is marked not judged (``judged``, ``caveat``) in the terminal, the JSON summary and, as a banner,
+the HTML page, and ``monitor check`` does not count them.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import pandas as pd
 from mlplatform.errors import DataNotFoundError, InvalidInputError
 from mlplatform.settings import Settings
 from monitoring.logs import LogWindow, read_served, resolve_window
-from monitoring.reports import ReportFiles, write_report
+from monitoring.reports import ReportFiles, with_banner, write_report
 
 SAMPLE_SEED = 0
 NUMERIC_METHOD = "wasserstein"
@@ -53,6 +57,20 @@ class SkewResult:
     features: list[FeatureDrift]
     seconds: float = 0.0
     files: ReportFiles | None = field(default=None, repr=False)
+    min_rows: int = 0  # monitoring_min_rows when it ran: with fewer served rows the figures are not judged
+
+    @property
+    def judged(self) -> bool:
+        """Whether there were enough served rows (``min_rows``) for the drift figures to mean anything."""
+        return self.current_rows >= self.min_rows
+
+    def caveat(self) -> str:
+        """Empty when judged; else the sentence that says the figures are not a judgement, and why."""
+        if self.judged:
+            return ""
+        return (f"NOT JUDGED: only {self.current_rows:,} served rows in the window, too few to judge drift (at least "
+                f"{self.min_rows:,} needed, monitoring_min_rows); the distances are shown for information only, "
+                "not as a verdict")
 
     @property
     def drifted(self) -> list[str]:
@@ -64,6 +82,10 @@ class SkewResult:
 
     def headline(self) -> str:
         names = ", ".join(self.drifted) or "none"
+        if not self.judged:
+            return (f"not judged: {self.current_rows:,} served rows < {self.min_rows:,} needed; for information: "
+                    f"{len(self.drifted)}/{len(self.features)} features of {self.model_name} v{self.model_version} "
+                    f"over the drift threshold ({names}) vs {self.reference_rows:,} training rows")
         return (f"{self.model_name} v{self.model_version}: {len(self.drifted)}/{len(self.features)} features drifted "
                 f"({names}); {self.current_rows:,} served rows vs {self.reference_rows:,} training rows")
 
@@ -72,7 +94,8 @@ class SkewResult:
             "model_name": self.model_name, "model_version": self.model_version, "window": self.window.to_dict(),
             "reference_rows": self.reference_rows, "current_rows": self.current_rows,
             "reference_sampled": self.reference_sampled, "current_sampled": self.current_sampled,
-            "drifted_share": self.drifted_share, "drifted": self.drifted,
+            "drifted_share": self.drifted_share, "drifted": self.drifted, "judged": self.judged,
+            "min_rows": self.min_rows, "caveat": self.caveat() or None,
             "features": [asdict(f) for f in self.features], "seconds": self.seconds, "headline": self.headline(),
         }
 
@@ -202,12 +225,13 @@ def run_skew(settings: Settings, since: datetime | None = None, until: datetime 
     drifts, snapshot, n_ref, n_cur = compare(reference, served, features, settings.monitoring_drift_threshold,
                                              settings.monitoring_sample_rows)
     result = SkewResult(golden.name, golden.version, window, len(reference), len(served), n_ref, n_cur, drifts,
-                        seconds=time.perf_counter() - t0)
+                        seconds=time.perf_counter() - t0, min_rows=settings.monitoring_min_rows)
     if write:
         page = snapshot.get_html_str(as_iframe=False) if snapshot is not None else None
-        judged = len(served) >= settings.monitoring_min_rows
-        status = ("breach" if result.drifted_share > settings.monitoring_max_drifted_share else "ok") if judged \
-            else "too few rows"
+        if page is not None and not result.judged:
+            page = with_banner(page, result.caveat())
+        status = ("breach" if result.drifted_share > settings.monitoring_max_drifted_share else "ok") \
+            if result.judged else "too few rows"
         result.files = write_report(settings, "skew", {**result.to_dict(), "status": status}, page,
                                     when=datetime.now(UTC))
     return result

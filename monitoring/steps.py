@@ -13,17 +13,21 @@ from mlplatform.steps import register_step
 def monitor_check_step(settings: Settings, request_retrain: bool = True) -> dict[str, Any]:
     """`monitor check` over its default window; on a breach, file a retrain request for the next step.
 
-    Breaches do not fail the pipeline: they are audited (which notifies) and the retrain step acts on them.
+    Breaches do not fail the pipeline: they are audited (which notifies) and the retrain step acts on them. Nothing
+    to check (no served request in the window, or no part had enough rows or labels to judge) is not a failure
+    either: the step says so and which parts were not judged, and why.
     """
-    from monitoring.check import file_retrain_request, run_check
+    from monitoring.check import NOTHING_TO_CHECK, file_retrain_request, run_check
 
     try:
         result = run_check(settings)
     except DataNotFoundError as exc:  # no served requests in the window: nothing to check yet
-        return {"status": "nothing to check", "detail": str(exc)[:200]}
+        return {"status": NOTHING_TO_CHECK, "detail": str(exc)[:200]}
     summary: dict[str, Any] = {
-        "status": "breach" if result.breaches else "ok",
+        "status": result.status,
         "breaches": len(result.breaches),
+        "judged": [p.name for p in result.judged],
+        "not_judged": {p.name: p.why_not[:200] for p in result.not_judged},
         "headline": result.headline()[:300],
     }
     if result.breaches and request_retrain:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from mlplatform.console import console, err_console, friendly, part_app
+from mlplatform.console import console, err_console, escape, friendly, part_app
 
 app = part_app()
 pipeline_app = part_app("Scheduled chains of steps (pipelines.yaml): run them, see their runs.")
@@ -29,10 +29,10 @@ def run(
         if kind == "start" and info["resumed_from"]:
             console.print(f"resuming failed run {info['resumed_from']} from step {info['first'] + 1}")
         elif kind == "step":
-            console.print(f"[bold]({info['index'] + 1}/{info['total']})[/] {info['name']} ...")
+            console.print(f"[bold]({info['index'] + 1}/{info['total']})[/] {escape(info['name'])} ...")
         elif kind == "retry":
             err_console.print(
-                f"  [yellow]transient failure[/] (attempt {info['attempt']}): {info['error']}; "
+                f"  [yellow]transient failure[/] (attempt {info['attempt']}): {escape(str(info['error']))}; "
                 f"retrying in {info['delay']:g}s",
                 highlight=False,
                 soft_wrap=True,
@@ -45,7 +45,8 @@ def run(
                 else ", ".join(f"{k}={v}" for k, v in (info.get("summary") or {}).items())
             )
             console.print(
-                f"  [{colour}]{info['status']}[/] in {info.get('seconds', 0):.1f}s" + (f": {extra}" if extra else ""),
+                f"  [{colour}]{info['status']}[/] in {info.get('seconds', 0):.1f}s"
+                + (f": {escape(str(extra))}" if extra else ""),
                 highlight=False,
                 soft_wrap=True,
                 markup=True,
@@ -98,7 +99,7 @@ def status(
             f"[{colour}]{r['status']}[/]",
             r["started_at"][:19],
             f"{r.get('seconds', 0) or 0:.1f}",
-            r.get("failed_step") or "",
+            escape(r.get("failed_step") or ""),
             r.get("resumed_from") or "",
         )
     console.print(table)
@@ -116,6 +117,6 @@ def status(
             s["status"],
             str(s.get("attempts", "")),
             f"{s['seconds']:.1f}" if "seconds" in s else "",
-            (detail or "")[:120],
+            escape((detail or "")[:120]),
         )
     console.print(steps)

@@ -220,7 +220,7 @@ def run_pipeline(
         emit("start", {"run_id": run_id, "resumed_from": record["resumed_from"], "first": first})
         t0 = time.perf_counter()
         try:
-            with audit.acting_for(reason=f"pipeline {name} run {run_id}"):
+            with audit.acting_for(reason=f"pipeline {name} run {run_id}", channel="pipeline"):
                 for i in range(first, len(spec.steps)):
                     step, rec = spec.steps[i], record["steps"][i]
                     emit("step", {"index": i, "total": len(spec.steps), "name": step.name})

@@ -33,7 +33,7 @@ from mlplatform.timeutil import utc
 
 OUTPUT_SCHEMA = pa.schema(
     [
-        ("transaction_id", pa.string()),
+        ("transaction_id", pa.int64()),  # as in raw transactions and labels: scores merge with them as they are
         ("customer_id", pa.int64()),
         ("merchant_id", pa.int64()),
         ("amount", pa.float64()),
@@ -111,6 +111,25 @@ def plan_chunks(settings: Settings, start: datetime, end: datetime, chunk_rows: 
     if lo is not None:
         chunks.append(Chunk(max(lo, start), end, n))
     return chunks
+
+
+def raw_time_range(settings: Settings) -> tuple[datetime, datetime, int] | None:
+    """First and last transaction time in the raw data, and how many there are (None when there are none)."""
+    sql = "SELECT min(event_timestamp), max(event_timestamp), count(*) FROM read_parquet($glob)"
+    with _connect() as con:
+        first, last, n = con.execute(sql, {"glob": _transactions_glob(settings)}).fetchone()
+    return None if not n else (utc(first).to_pydatetime(), utc(last).to_pydatetime(), int(n))
+
+
+def empty_window_error(settings: Settings, start: datetime, end: datetime) -> DataNotFoundError:
+    """The error for a window without transactions, naming the window and the time range the data covers."""
+    span = raw_time_range(settings)
+    covers = (f"the raw data holds {span[2]:,} transactions from {span[0].isoformat()} to {span[1].isoformat()}"
+              if span else "the raw data holds no transactions")
+    return DataNotFoundError(
+        f"no transactions in the window [{start.isoformat()}, {end.isoformat()}): {covers}; "
+        "nothing was scored or written"
+    )
 
 
 def read_transactions(settings: Settings, chunk: Chunk) -> pd.DataFrame:
@@ -194,15 +213,20 @@ def score_window(
     chunk_rows: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> ScoreResult:
-    """Score every transaction with ``start <= time < end`` with the golden model (or ``model_version``)."""
+    """Score every transaction with ``start <= time < end`` with the golden model (or ``model_version``).
+
+    A window without transactions is a DataNotFoundError naming the data's time range, raised before anything is
+    loaded or written."""
     t0 = time.perf_counter()
     start, end = utc(start).to_pydatetime(), utc(end).to_pydatetime()
     if start >= end:
         raise InvalidInputError(f"--start {start.isoformat()} must be before --end {end.isoformat()}")
     chunk_rows = chunk_rows or settings.scoring_chunk_rows
-    registry, mv = resolve_model(settings, model_version)
-    chunks = plan_chunks(settings, start, end, chunk_rows)
+    chunks = plan_chunks(settings, start, end, chunk_rows)  # one DuckDB count over the raw files: cheap
     total = sum(c.rows for c in chunks)
+    if not total:  # fail before the registry and Feast are loaded (seconds), and write nothing
+        raise empty_window_error(settings, start, end)
+    registry, mv = resolve_model(settings, model_version)
     _check_features_cover(settings, chunks)
 
     from mlplatform.stores import open_feature_store
@@ -250,7 +274,7 @@ def score_window(
             n = len(tx)
             table = pa.table(
                 {
-                    "transaction_id": tx["transaction_id"].astype(str).to_numpy(),
+                    "transaction_id": tx["transaction_id"].to_numpy(dtype=np.int64),
                     "customer_id": tx["customer_id"].to_numpy(dtype=np.int64),
                     "merchant_id": tx["merchant_id"].to_numpy(dtype=np.int64),
                     "amount": tx["amount"].to_numpy(dtype=np.float64),

@@ -46,7 +46,7 @@ def score(
         raise InvalidInputError("--start and --end are required")
     if t0 >= t1:
         raise InvalidInputError(f"--start {t0.isoformat()} must be before --end {t1.isoformat()}")
-    with Progress(
+    progress = Progress(
         TextColumn("[bold]scoring[/]"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -55,18 +55,25 @@ def score(
         TimeRemainingColumn(),
         console=console,
         transient=False,
-    ) as progress:
-        task = progress.add_task("score", total=None)
+    )
+    task = progress.add_task("score", total=None, start=False)
 
-        def on_progress(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
+    def on_progress(done: int, total: int) -> None:
+        if not progress.live.is_started:  # shown once scoring starts: a refused window prints only its error
+            progress.start()
+            progress.start_task(task)
+        progress.update(task, completed=done, total=total)
 
+    try:
         result = score_window(
             get_settings(), t0, t1, model_version=model, output=output, chunk_rows=chunk_rows, on_progress=on_progress
         )
+    finally:
+        if progress.live.is_started:
+            progress.stop()
     console.print(
         f"[green]scored[/] {result.rows:,} transactions with {result.model_name} v{result.model_version} "
         f"({result.feature_service}) in {result.seconds:.1f}s ({result.rows_per_second:,.0f}/s), "
         f"{result.chunks} chunk(s); run {result.run_id}"
     )
-    console.print(f"written: {result.path}", highlight=False, soft_wrap=True)
+    console.print(f"written: {result.path}", highlight=False, soft_wrap=True, markup=False)

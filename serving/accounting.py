@@ -18,7 +18,8 @@ _ROW_COLUMNS = ("customer_id", "merchant_id", "amount", "transaction_ts")  # req
 
 
 class Accounting:
-    """Counts cache lookups, fallbacks, Redis failures and predictions; logs every prediction's inputs."""
+    """Counts cache lookups, fallbacks, Redis failures, predictions and degraded ones; logs every prediction's
+    inputs."""
 
     def __init__(self, metrics: ServingMetrics, feature_log: FeatureLogWriter) -> None:
         self.metrics = metrics
@@ -52,6 +53,10 @@ class Accounting:
                 self.metrics.missing.labels(n).inc()
             for n in p.stale:
                 self.metrics.stale.labels(n).inc()
+            for n in p.future:
+                self.metrics.future.labels(n).inc()
+            if p.degraded:
+                self.metrics.degraded.inc()
             values = fetched[p.model.feature_service].values[i]
             records.append(feature_log_row(req, p, True, values, now, latency_ms))
         self.feature_log.write(records)
@@ -66,7 +71,7 @@ class Accounting:
         records = []
         for i, req in enumerate(requests):
             p = Prediction(req.request_id, req.transaction_id, float(scores[i]), model, SHADOW, False, None,
-                           feats.missing[i], feats.stale[i], False)
+                           feats.missing[i], feats.stale[i], False, future=feats.future[i])
             records.append(feature_log_row(req, p, False, feats.values[i], now, latency_ms))
         self.feature_log.write(records)
         self.shadow_outcome(model, "logged", len(requests))
@@ -74,7 +79,7 @@ class Accounting:
 
 def feature_log_row(req: ScoringRequest, p: Prediction, served: bool, values: Mapping[str, Any], now: datetime,
                     latency_ms: float) -> dict[str, Any]:
-    """One feature-log row: ids, time, model, every model input, request fields, prediction, missing/stale."""
+    """One feature-log row: ids, time, model, every model input, request fields, prediction, missing/stale/future."""
     row = req.row
     extra = {k: v for k, v in row.items() if k not in _ROW_COLUMNS}
     return {
@@ -96,6 +101,7 @@ def feature_log_row(req: ScoringRequest, p: Prediction, served: bool, values: Ma
         "prediction": p.score,
         "missing": p.missing,
         "stale": p.stale,
+        "future": p.future,
         "latency_ms": latency_ms,
         "features": {n: values.get(n) for n in p.model.feature_names},
     }

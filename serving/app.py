@@ -1,16 +1,24 @@
-"""The FastAPI app factory and its lifespan: open once, warm before traffic, flush on the way out."""
+"""The FastAPI app factory and its lifespan: open once, warm before traffic, flush on the way out; the middlewares
+(admission control, body size limit) and the one JSON shape of every error answer."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Iterable, Sequence
+from http import HTTPStatus
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mlplatform.errors import MLPlatformError, PayloadTooLarge
+from mlplatform.redact import redact, settings_secrets
 from mlplatform.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -63,31 +71,174 @@ class BodySizeLimit:
 
 
 async def _too_large(send, limit: int) -> None:
-    import json
+    detail = f"request body is larger than {limit} bytes; split it"
+    await _send_json(send, 413, error_body("PayloadTooLarge", detail, [{"field": "body", "problem": detail}]))
 
-    body = json.dumps({"error": "PayloadTooLarge",
-                       "detail": f"request body is larger than {limit} bytes; split it"}).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+
+async def _send_json(send, status: int, body: dict, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    """Answer a whole JSON response straight on the ASGI ``send`` (from a middleware, before any route)."""
+    payload = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                            *headers]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+# --- admission control ------------------------------------------------------------------------------------------
+EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # never shed: orchestrators and scrapers must see us
+# Latency budget per admitted request when the limit is derived: one event loop answers ~500-600 predictions/s on 2
+# cores, and an accepted request's p99 is ~3x its in-flight share (bench/admission.py: 4 in flight, p99 12.7 ms and
+# the most throughput; 8 in flight, p99 ~40 ms)
+MS_PER_ADMITTED = 6.0
+
+
+def admission_limit(settings: Settings) -> int:
+    """Requests in flight before shedding: ``serving_max_in_flight``, or derived from the latency budget (0 = none)."""
+    if settings.serving_max_in_flight is not None:
+        return settings.serving_max_in_flight
+    budget = settings.serving_latency_budget_ms
+    return max(1, int(budget // MS_PER_ADMITTED)) if budget > 0 else 0
+
+
+class AdmissionControl:
+    """Bound the requests in flight: at ``max_in_flight`` (0 = no bound), one more is answered 503 with Retry-After at
+    once instead of queueing behind the others, and counted (``mlplatform_shed_requests_total``). Health and metrics
+    endpoints are never counted nor shed. One event loop runs it, so a plain counter is exact."""
+
+    def __init__(self, app, max_in_flight: int, exempt: frozenset[str] = EXEMPT_PATHS, retry_after_s: int = 1) -> None:
+        self.app = app
+        self.max_in_flight = max_in_flight
+        self.exempt = exempt
+        self.retry_after = str(retry_after_s).encode()
+        self.in_flight = 0
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or self.max_in_flight <= 0 or scope["path"] in self.exempt:
+            return await self.app(scope, receive, send)
+        if self.in_flight >= self.max_in_flight:
+            return await self._shed(scope, send)
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    async def _shed(self, scope, send) -> None:
+        ctx = getattr(getattr(scope.get("app"), "state", None), "ctx", None)
+        if ctx is not None:
+            ctx.metrics.shed.inc()
+        detail = (f"the service is at its limit of {self.max_in_flight} requests in flight "
+                  f"(MLPLATFORM_SERVING_MAX_IN_FLIGHT); retry after {self.retry_after.decode()} s")
+        await _send_json(send, 503, error_body("Overloaded", detail), [(b"retry-after", self.retry_after)])
+
+
+# --- one error shape ---------------------------------------------------------------------------------------------
+INVALID_INPUT = "InvalidInputError"  # the error name of every 422: FastAPI's validation errors and the service's own
+_FIELD_PREFIX = re.compile(r"^([A-Za-z_][\w\[\].]*): ")  # "rows[1].event_timestamp: ..." names its field
+_DETAIL_FIELDS = 5  # fields spelled out in the one-line detail (all are in "fields")
+
+
+def error_body(error: str, detail: str, fields: Sequence[dict[str, str]] = ()) -> dict[str, Any]:
+    """The one shape of every error answer: ``{"error", "detail", "fields": [{"field", "problem"}]}``."""
+    return {"error": error, "detail": detail, "fields": list(fields)}
+
+
+def field_name(loc: Sequence[str | int]) -> str:
+    """``("body", "transactions", 3, "amount")`` as ``body.transactions[3].amount``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f"{'.' if out else ''}{part}"
+    return out or "body"
+
+
+def validation_fields(errors: Iterable[dict[str, Any]]) -> list[dict[str, str]]:
+    """FastAPI/pydantic validation errors as ``[{"field", "problem"}]`` (the input itself is never echoed)."""
+    out = []
+    for e in errors:
+        loc = tuple(e.get("loc") or ())
+        if e.get("type") == "json_invalid":
+            reason = (e.get("ctx") or {}).get("error") or e.get("msg", "")
+            where = f" at character {loc[-1]}" if loc and isinstance(loc[-1], int) else ""
+            out.append({"field": "body", "problem": f"not valid JSON{where}: {reason}"})
+        else:
+            problem = str(e.get("msg") or "invalid value").removeprefix("Value error, ")
+            out.append({"field": field_name(loc), "problem": problem})
+    return out
+
+
+def _summary(fields: Sequence[dict[str, str]]) -> str:
+    parts = [f"{f['field']}: {f['problem']}" for f in fields[:_DETAIL_FIELDS]]
+    more = f"; and {len(fields) - _DETAIL_FIELDS} more (see fields)" if len(fields) > _DETAIL_FIELDS else ""
+    return "invalid request: " + "; ".join(parts) + more
+
+
+def typed_fields(exc: MLPlatformError, detail: str) -> list[dict[str, str]]:
+    """The fields a typed error names: its own ``fields`` if it has them; for 413/422 the ``name: `` its message
+    starts with (as ``body.name``), else the body as a whole; none for other statuses."""
+    own = getattr(exc, "fields", None)
+    if own:
+        return [dict(f) for f in own]
+    if exc.http_status not in (413, 422):
+        return []
+    match = _FIELD_PREFIX.match(detail)
+    if match is None:
+        return [{"field": "body", "problem": detail}]
+    return [{"field": f"body.{match.group(1)}", "problem": detail[match.end():]}]
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    """Map the platform's typed errors to their HTTP status, once; anything else is a 500 without a traceback."""
+    """Map every error to one JSON shape (``error_body``) and its HTTP status, once: the platform's typed errors,
+    FastAPI's validation errors (422, each field named), HTTP errors (404, 405) and, as a 500 without a traceback,
+    anything else."""
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = validation_fields(exc.errors())
+        return JSONResponse(error_body(INVALID_INPUT, _summary(fields), fields), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI: a body it could not parse at all (e.g. not UTF-8): invalid input too
+            problem = f"could not be read as JSON: {exc.detail}"
+            return JSONResponse(error_body(INVALID_INPUT, f"invalid request: body: {problem}",
+                                           [{"field": "body", "problem": problem}]), status_code=422)
+        try:
+            name = HTTPStatus(exc.status_code).phrase.title().replace(" ", "").replace("-", "")
+        except ValueError:
+            name = "HTTPError"
+        return JSONResponse(error_body(name, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(MLPlatformError)
     async def _typed(request: Request, exc: MLPlatformError) -> JSONResponse:
         headers = {"Retry-After": "1"} if exc.http_status == 503 else None
         if exc.http_status == 401:
             headers = {"WWW-Authenticate": "ApiKey"}
-        return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status_code=exc.http_status,
-                            headers=headers)
+        detail = redact(str(exc), settings_secrets(request.app.state.settings))  # no secret leaves, ever
+        return JSONResponse(error_body(type(exc).__name__, detail, typed_fields(exc, detail)),
+                            status_code=exc.http_status, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return JSONResponse({"error": "InternalError", "detail": f"{type(exc).__name__}: see the service log"},
+        return JSONResponse(error_body("InternalError", f"{type(exc).__name__}: see the service log"),
                             status_code=500)
+
+
+def _error_responses(by_model: bool = True) -> dict[int | str, dict[str, Any]]:
+    """The error answers every shed-able route documents, in the one shape (``ErrorResponse``). ``by_model=False``
+    states the JSON content explicitly (for routes whose own answers are HTML)."""
+    from serving.schemas import ErrorResponse
+
+    def answer(description: str) -> dict[str, Any]:
+        if by_model:
+            return {"model": ErrorResponse, "description": description}
+        ref = {"schema": {"$ref": f"#/components/schemas/{ErrorResponse.__name__}"}}
+        return {"description": description, "content": {"application/json": ref}}
+
+    return {
+        422: answer("Invalid request: `fields` names each field at fault."),
+        503: answer("Overloaded (admission control) or a dependency did not answer; retry after `Retry-After` s."),
+    }
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -103,8 +254,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings or get_settings()
     _install_error_handlers(app)
-    for module in (predict, models, push, health):
-        app.include_router(module.router)
-    app.include_router(reports_router(app.state.settings))
+    for module in (predict, models, push):
+        app.include_router(module.router, responses=_error_responses())
+    app.include_router(health.router)
+    app.include_router(reports_router(app.state.settings), responses=_error_responses(by_model=False))
     app.add_middleware(BodySizeLimit, max_bytes=app.state.settings.serving_max_body_bytes)
+    app.add_middleware(AdmissionControl, max_in_flight=admission_limit(app.state.settings))  # outermost
     return app

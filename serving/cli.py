@@ -6,9 +6,20 @@ from typing import Annotated
 
 import typer
 
-from mlplatform.console import friendly, part_app
+from mlplatform.console import friendly, parse_time, part_app
 
 app = part_app()
+
+
+def quiet_app():
+    """The service's ASGI app with the known library warnings silenced: what uvicorn builds in each process
+    (worker processes start fresh, without the CLI's warning filters)."""
+    from mlplatform.console import quiet_known_warnings
+
+    quiet_known_warnings()
+    from serving.app import create_app
+
+    return create_app()
 
 
 @app.command("serve")
@@ -29,7 +40,7 @@ def serve(
     require_redis(settings)
     settings.export_feast_env()  # worker processes build their own Settings from the same environment
     uvicorn.run(
-        "serving.app:create_app", factory=True, host=host or settings.serving_host,
+        "serving.cli:quiet_app", factory=True, host=host or settings.serving_host,
         port=port or settings.serving_port, workers=workers, log_level=log_level, access_log=False,
         timeout_graceful_shutdown=30,
     )
@@ -41,7 +52,8 @@ def predict(
     customer_id: Annotated[int, typer.Option(help="Card holder.")],
     merchant_id: Annotated[int, typer.Option(help="Merchant.")],
     amount: Annotated[float, typer.Option(help="Amount of the transaction.")],
-    timestamp: Annotated[str | None, typer.Option(help="Time of the transaction, ISO-8601 (default now).")] = None,
+    timestamp: Annotated[str | None, typer.Option(help="Time of the transaction: ISO-8601 or relative (now, "
+                                                  "today-15d+12h, -2h); default now.")] = None,
     url: Annotated[str | None, typer.Option(help="Service base URL (default: serving_host:serving_port).")] = None,
     wait: Annotated[float, typer.Option(help="Seconds to wait for the service to be ready.")] = 0.0,
     explain: Annotated[bool, typer.Option("--explain", help="Add per-feature contributions.")] = False,
@@ -69,7 +81,7 @@ def predict(
             raise OnlineStoreUnavailable(f"the service at {base} is not ready (start it with `mlplatform serve`)")
         time.sleep(0.5)
     body = {"customer_id": customer_id, "merchant_id": merchant_id, "amount": amount,
-            "timestamp": timestamp or datetime.now(UTC).isoformat()}
+            "timestamp": (parse_time(timestamp) or datetime.now(UTC)).isoformat()}
     answer = httpx.post(f"{base}/v1/predict", params={"explain": str(explain).lower()}, json=body, timeout=10)
     if answer.status_code >= 400:
         raise InvalidInputError(f"the service answered {answer.status_code}: {answer.text}")

@@ -8,15 +8,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
-from mlplatform.settings import RedisAddress, Settings
+from mlplatform.errors import OnlineStoreUnavailable
+from mlplatform.redact import redact_redis_address
+from mlplatform.settings import Settings
 from serving.accounting import Accounting
 from serving.cache import PredictionCache
 from serving.dispatcher import Dispatcher
-from serving.feature_log import FeatureLogWriter
+from serving.feature_log import FeatureLogWriter, WriterEvents
 from serving.feature_readers import FeatureReaders, FeatureSource
 from serving.metrics import ServingMetrics
 from serving.model_pool import ModelPool
@@ -26,6 +31,46 @@ from serving.shadows import ShadowScorer
 from serving.swaps import SwapEffects
 
 log = logging.getLogger(__name__)
+
+PUSH_WORKERS, PUSH_QUEUE = 4, 4  # blocking pushes (Feast's sync Redis client): at most 8 in flight, then 503
+CHECK_WORKERS, CHECK_QUEUE = 2, 2  # /readyz's blocking registry reads
+
+
+class BoundedExecutor:
+    """A small thread pool of its own for one kind of blocking work, off the default executor that /readyz, the
+    model refresh and the shutdown flush use. At most ``workers + queue`` calls are in it; one more is refused at
+    once with ``refuse()`` (never queued), so a slow dependency cannot pile up waiting requests."""
+
+    def __init__(self, name: str, workers: int, queue: int, refuse: Callable[[], Exception]) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+        self._slots = threading.BoundedSemaphore(workers + queue)
+        self._refuse = refuse
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` in this pool; refused when full. A caller that stops waiting leaves the call to finish."""
+        if not self._slots.acquire(blocking=False):
+            raise self._refuse()
+        try:
+            future = self._pool.submit(fn, *args)
+        except BaseException:
+            self._slots.release()
+            raise
+        future.add_done_callback(lambda _done: self._slots.release())  # when the thread is done, not the caller
+        return await asyncio.wrap_future(future)
+
+    def close(self, wait: bool = True) -> None:
+        """Drop the queued calls; with ``wait``, let those that run finish (each is bounded by its own timeouts)."""
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+
+
+def _push_busy() -> Exception:
+    return OnlineStoreUnavailable(
+        f"the online store is slow to take pushes: {PUSH_WORKERS + PUSH_QUEUE} are already in flight; retry shortly"
+    )
+
+
+def _checks_busy() -> Exception:
+    return TimeoutError("earlier checks have not returned yet")
 
 
 @dataclass
@@ -43,6 +88,11 @@ class ServingContext:
     metrics: ServingMetrics
     dispatcher: Dispatcher
     predictor: Predictor
+    # blocking Redis work (Feast's push) and /readyz's registry reads, each in a bounded pool of its own
+    push_executor: BoundedExecutor = field(
+        default_factory=lambda: BoundedExecutor("push", PUSH_WORKERS, PUSH_QUEUE, _push_busy))
+    checks_executor: BoundedExecutor = field(
+        default_factory=lambda: BoundedExecutor("readyz", CHECK_WORKERS, CHECK_QUEUE, _checks_busy))
 
     @property
     def ready(self) -> bool:
@@ -55,14 +105,21 @@ class ServingContext:
         from mlplatform.models.registry import ModelRegistry
         from mlplatform.stores import async_redis_client, open_feature_store
 
-        store = open_feature_store(settings)
+        store = open_feature_store(settings, redis_timeout=settings.serving_redis_timeout_seconds)  # push's client
         readers = FeatureReaders(store)
         client = async_redis_client(settings, timeout=settings.serving_redis_timeout_seconds)
         metrics = ServingMetrics()
         cache = PredictionCache(settings.serving_cache_size, settings.serving_cache_ttl_seconds)
+        layout = settings.layout
         feature_log = FeatureLogWriter(
-            settings.layout.feature_logs_dir, settings.feature_log_batch_rows, settings.feature_log_flush_seconds,
-            on_written=lambda n, _path: metrics.log_rows.inc(n),
+            layout.feature_logs_dir, settings.feature_log_batch_rows, settings.feature_log_flush_seconds,
+            max_queue_rows=settings.feature_log_max_queue_rows, dead_letter_dir=layout.feature_log_dead_letter_dir,
+            wal_dir=layout.feature_log_wal_dir if settings.feature_log_wal else None,
+            events=WriterEvents(
+                written=lambda n, _path: metrics.log_rows.inc(n), dropped=metrics.log_dropped.inc,
+                dead_lettered=lambda n, action: metrics.log_dead_lettered.labels(action).inc(n),
+                replayed=metrics.log_replayed.inc,
+                write_failed=lambda target: metrics.log_write_failures.labels(target).inc()),
         )
         metrics.track_backlog(lambda: feature_log.backlog)
         registry = ModelRegistry(settings)
@@ -70,7 +127,7 @@ class ServingContext:
                          on_swap=SwapEffects(cache, metrics))
         dispatcher = Dispatcher(settings.serving_challenger_weight, settings.serving_ab_salt)
         accounting = Accounting(metrics, feature_log)
-        features = FeatureSource(client, readers.get, str(RedisAddress.parse(settings.redis_addr)),
+        features = FeatureSource(client, readers.get, redact_redis_address(settings.redis_addr),
                                  accounting.redis_failed)
         chain = FallbackChain(BudgetedScorer(settings.serving_latency_budget_ms), accounting)
         predictor = Predictor(pool, dispatcher, features, cache, chain, ShadowScorer(accounting), accounting)
@@ -104,8 +161,11 @@ class ServingContext:
                     log.exception("model registry refresh failed; keeping the current models")
 
     async def close(self) -> None:
-        """Finish shadows, flush the feature log, close Redis."""
+        """Finish shadows and pushes, flush the feature log, close Redis (each Redis call is bounded by its timeout,
+        so a paused Redis cannot hold the shutdown)."""
         await asyncio.to_thread(self.predictor.close)
         await asyncio.to_thread(self.feature_log.close)
+        await asyncio.to_thread(self.push_executor.close)
+        self.checks_executor.close(wait=False)
         with contextlib.suppress(Exception):
-            await self.redis.aclose()
+            await asyncio.wait_for(self.redis.aclose(), 2 * self.settings.serving_redis_timeout_seconds)

@@ -11,7 +11,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05
 
 
 class ServingMetrics:
-    """Request counts and latencies per model version, cache, fallbacks, missing/stale features, log backlog."""
+    """Request counts and latencies per model version, cache, fallbacks, missing/stale/future features, log backlog."""
 
     def __init__(self) -> None:
         _in_process_values()
@@ -32,6 +32,12 @@ class ServingMetrics:
                                ["feature"], registry=r)
         self.stale = Counter("mlplatform_stale_features", "Model inputs older than their view's TTL, per feature.",
                              ["feature"], registry=r)
+        self.future = Counter("mlplatform_future_features",
+                              "Model inputs whose stored row is newer than the request (withheld), per feature.",
+                              ["feature"], registry=r)
+        self.degraded = Counter("mlplatform_degraded_predictions",
+                                "Predictions answered on no stored feature at all (online store empty or entity "
+                                "unknown): marked `degraded` in the answer.", registry=r)
         self.shadow = Counter("mlplatform_shadow_predictions", "Shadow predictions logged (never returned).",
                               ["model", "version", "outcome"], registry=r)
         self.swaps = Counter("mlplatform_model_swaps", "Times the served model set changed.", registry=r)
@@ -41,6 +47,22 @@ class ServingMetrics:
                                 registry=r)
         self.log_backlog = Gauge("mlplatform_feature_log_backlog", "Feature-log rows waiting to be written.",
                                  registry=r)
+        self.log_dropped = Counter("mlplatform_feature_log_rows_dropped",
+                                   "Feature-log rows dropped: the queue was full (or, with no write-ahead file, "
+                                   "still unwritten at shutdown).", registry=r)
+        self.log_dead_lettered = Counter("mlplatform_feature_log_rows_dead_lettered",
+                                         "Feature-log rows that did not fit the schema, per action: coerced "
+                                         "(written with those values null) or quarantined (not written); each "
+                                         "is in the dead-letter file with its reason.", ["action"], registry=r)
+        self.log_replayed = Counter("mlplatform_feature_log_rows_replayed",
+                                    "Feature-log rows written at start from a write-ahead file a stopped "
+                                    "service left.", registry=r)
+        self.log_write_failures = Counter("mlplatform_feature_log_write_failures",
+                                          "Failed feature-log write attempts (retried with backoff), per target: "
+                                          "parquet, wal, dead_letter.", ["target"], registry=r)
+        self.shed = Counter("mlplatform_shed_requests",
+                            "Requests answered 503 at once because serving_max_in_flight were already in flight.",
+                            registry=r)
         self.model_info = Gauge("mlplatform_model_info", "Models in the pool (1 = loaded and warm).",
                                 ["role", "model", "version"], registry=r)
 

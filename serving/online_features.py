@@ -1,12 +1,17 @@
 """Read a FeatureService's online features straight from Redis, the way Feast stores them, with TTLs enforced.
 
-Feast's ``get_online_features`` costs ~2 ms per call in-process (STACK.md). The service instead builds a read
+Feast's ``get_online_features`` costs ~2 ms per call in-process. The service instead builds a read
 plan once from the FeatureService object: the Redis key of each entity, the field of each feature and the
 ``_ts:<view>`` field (Feast's layout, ``mlplatform.contracts.redis_layout``), merged so
 that one HMGET per entity fetches every view keyed on it. On-demand features are computed by the registry's own
-transformation (``odfv.transform_dict``, what Feast calls). Unlike Feast, a row older than its view's TTL at the
-request's time is treated as missing and reported as stale. ``tests/serving/test_online_features.py`` proves the
-values equal Feast's ``get_online_features`` and, with TTLs, ``get_historical_features``.
+transformation (``odfv.transform_dict``, what Feast calls). Unlike Feast, the reader applies the offline store's
+point-in-time rule at the request's time t (rows at or before t − ``SCORING_OFFSET``, within the view's TTL): a row
+older than its view's TTL is treated as missing and reported as ``stale``; a row whose event time is after
+t − ``SCORING_OFFSET`` (Redis holds the newest row; a back-dated request is older than it) is never used either:
+it is treated as missing and reported as ``future``. On-demand outputs that came out empty because a source row was
+stale or future are reported so too. ``tests/serving/test_online_features.py`` proves the values equal Feast's
+``get_online_features``; ``tests/serving/test_backdated.py`` that back-dated requests get the brute-force
+point-in-time value or a ``future`` flag, never a value from after the request.
 """
 
 from __future__ import annotations
@@ -59,11 +64,17 @@ class _OnDemand:
 
 @dataclass
 class OnlineFeatures:
-    """Features for a batch of rows: per row, model-input values plus the names that were missing or stale."""
+    """Features for a batch of rows: per row, model-input values plus the names that were missing, stale or future.
+
+    The three lists of a row are disjoint and each name in them has no value: ``stale`` (the row is older than its
+    view's TTL at the request's time), ``future`` (the stored row is newer than the request: withheld), ``missing``
+    (no row at all, or a null value).
+    """
 
     values: list[dict[str, Any]]
     missing: list[list[str]]
     stale: list[list[str]]
+    future: list[list[str]]
 
 
 class OnlineFeatureReader:
@@ -165,15 +176,22 @@ class OnlineFeatureReader:
         request_time_us: Sequence[int],
         enforce_ttl: bool = True,
     ) -> OnlineFeatures:
-        """Decode Redis replies into feature values; drop rows past their view's TTL; run on-demand views."""
+        """Decode Redis replies into feature values as of each row's request time; run on-demand views.
+
+        A view's row counts only if its event time is at or before t − 1 µs and within the view's TTL of it: an
+        older row is ``stale``, a newer one ``future`` (both treated as missing). ``enforce_ttl=False`` reads as
+        Feast's ``get_online_features`` does: the stored row whatever its time (neither check).
+        """
         n_groups = len(self.groups)
         per_row_views: list[dict[str, dict[str, Any]]] = []
         per_row_stale: list[set[str]] = []
+        per_row_future: list[set[str]] = []
         for i in range(len(rows)):
             # the offline store serves, for a request at t, rows at or before t - 1 µs and within the TTL of it
             as_of = request_time_us[i] - SCORING_OFFSET_US
             views_out: dict[str, dict[str, Any]] = {}
             stale_views: set[str] = set()
+            future_views: set[str] = set()
             for g, group in enumerate(self.groups):
                 reply = replies[i * n_groups + g]
                 for read in group.views:
@@ -183,6 +201,10 @@ class OnlineFeatureReader:
                         views_out[view_key] = dict.fromkeys(read.features)
                         continue
                     row_us = timestamp_micros(ts_raw)
+                    if enforce_ttl and row_us > as_of:  # newer than the request: its value at t is not in Redis
+                        views_out[view_key] = dict.fromkeys(read.features)
+                        future_views.add(view_key)
+                        continue
                     if enforce_ttl and read.ttl_us and as_of - row_us > read.ttl_us:
                         views_out[view_key] = dict.fromkeys(read.features)
                         stale_views.add(view_key)
@@ -197,11 +219,13 @@ class OnlineFeatureReader:
                     views_out[view_key] = values
             per_row_views.append(views_out)
             per_row_stale.append(stale_views)
+            per_row_future.append(future_views)
 
         results: list[dict[str, Any]] = []
         for views_out in per_row_views:
             results.append({name: views_out[view][name] for name, view in self.direct.items()})
         stale_names: list[set[str]] = [set() for _ in rows]
+        future_names: list[set[str]] = [set() for _ in rows]
         for od in self.on_demand:
             inputs: dict[str, list[Any]] = {}
             for src in od.odfv.source_feature_view_projections.values():
@@ -217,20 +241,30 @@ class OnlineFeatureReader:
             out = od.odfv.transform_dict(inputs)
             for i, res in enumerate(results):
                 hit_stale = per_row_stale[i].intersection(od.source_views)
+                hit_future = per_row_future[i].intersection(od.source_views)
                 for name in od.outputs:
                     value = out[name][i]
                     res[name] = value
-                    if value is None and hit_stale:
+                    # which source an output reads is unknown: one withheld source makes its empty value unknown
+                    # (future); only stale sources make it surely empty at t (stale)
+                    if value is None and hit_future:
+                        future_names[i].add(name)
+                    elif value is None and hit_stale:
                         stale_names[i].add(name)
         missing: list[list[str]] = []
         stale: list[list[str]] = []
+        future: list[list[str]] = []
         for i, res in enumerate(results):
             for name, view in self.direct.items():
                 if view in per_row_stale[i]:
                     stale_names[i].add(name)
+                elif view in per_row_future[i]:
+                    future_names[i].add(name)
             stale.append([n for n in self.output_names if n in stale_names[i]])
-            missing.append([n for n in self.output_names if res.get(n) is None and n not in stale_names[i]])
-        return OnlineFeatures(values=results, missing=missing, stale=stale)
+            future.append([n for n in self.output_names if n in future_names[i]])
+            missing.append([n for n in self.output_names
+                            if res.get(n) is None and n not in stale_names[i] and n not in future_names[i]])
+        return OnlineFeatures(values=results, missing=missing, stale=stale, future=future)
 
 
 def _maybe_odfv(store, name: str):

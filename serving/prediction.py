@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from serving.model_pool import LoadedModel
@@ -33,3 +34,24 @@ class Prediction:
     stale: list[str]
     cached: bool
     contributions: dict[str, float] | None = None
+    future: list[str] = field(default_factory=list)  # inputs whose stored row is newer than the request (withheld)
+    degraded: str | None = None  # why the score rests on no stored feature at all (None: some stored input had one)
+
+
+NO_STORED_FEATURES = "no stored features for this transaction (online store empty or entity unknown)"
+
+
+def degraded_reason(stored: Sequence[str], missing: Sequence[str], stale: Sequence[str],
+                    future: Sequence[str]) -> str | None:
+    """Why a prediction is degraded: none of the model's ``stored`` inputs (read from Redis, not computed on
+    demand) had a value. None when at least one had (or the model reads nothing stored)."""
+    if not stored:
+        return None
+    gone, absent = set(missing), set(missing) | set(stale) | set(future)
+    if any(name not in absent for name in stored):
+        return None
+    if all(name in gone for name in stored):
+        return NO_STORED_FEATURES
+    n_stale, n_future = sum(n in set(stale) for n in stored), sum(n in set(future) for n in stored)
+    return (f"no usable stored features for this transaction ({len(stored) - n_stale - n_future} missing, "
+            f"{n_stale} older than their view's TTL, {n_future} newer than the transaction)")

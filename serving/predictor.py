@@ -15,7 +15,7 @@ from serving.dispatcher import Candidate, Dispatcher, Route
 from serving.feature_readers import FeatureSource
 from serving.model_pool import LoadedModel, ModelPool
 from serving.online_features import OnlineFeatures
-from serving.prediction import Prediction, ScoringRequest
+from serving.prediction import Prediction, ScoringRequest, degraded_reason
 from serving.scoring import FallbackChain
 from serving.shadows import ShadowScorer
 
@@ -100,6 +100,7 @@ class Predictor:
                 for k in todo:
                     self.cache.put(keys[k], float(scores[k]), generation)
         contributions = await _explain(answering, idx, features) if explain else None
+        stored = self._stored_inputs(model)
         for k, i in enumerate(idx):
             c = answering[k]
             fell_back = c is not primary or route.unavailable_reason is not None
@@ -108,8 +109,18 @@ class Predictor:
                 score=float(scores[k]), model=c.model, role=c.role, fallback=fell_back,
                 fallback_reason=reason if fell_back else None,
                 missing=feats.missing[i], stale=feats.stale[i], cached=bool(cached[k]),
-                contributions=None if contributions is None else contributions[k],
+                contributions=None if contributions is None else contributions[k], future=feats.future[i],
+                degraded=degraded_reason(stored, feats.missing[i], feats.stale[i], feats.future[i]),
             )
+
+    def _stored_inputs(self, model: LoadedModel) -> list[str]:
+        """The model's inputs read from Redis (its feature service's stored views, not its on-demand features); []
+        from a feature source without read plans (a test stand-in), which then marks nothing degraded."""
+        reader_for = getattr(self.features, "reader_for", None)
+        if reader_for is None:
+            return []
+        direct = reader_for(model.feature_service).direct
+        return [name for name in model.feature_names if name in direct]
 
     def close(self) -> None:
         """Finish shadow scoring (so its rows reach the feature log) and stop the worker threads."""

@@ -1,11 +1,75 @@
-"""Request and response bodies of every endpoint; validation errors name the offending field (422)."""
+"""Request and response bodies of every endpoint; validation errors name the offending field (422).
+
+Bounds at the edge: what the schema can state (entity ids within Feast's INT64 keys, times that fit the feature
+log, finite amounts, request fields bounded in count and size) is in the models; what depends on the settings and
+the clock (the amount cap, the time window around now) is ``EdgeBounds``, which the routes apply before scoring.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any, Literal
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from mlplatform.settings import Settings
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+# --- bounds at the edge: what a request may carry at all (the settings add the amount cap and time window) ---
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # Feast INT64 entity keys (feature_repo/entities.py: customer, merchant)
+INT64_END = 2**63  # bound as `< 2^63`: a float in /openapi.json holds 2^63 exactly, not 2^63 - 1
+MAX_TRANSACTION_TS = INT64_MAX // 1_000_000  # unix seconds whose µs still fit the feature log's int64
+MAX_REQUEST_FIELDS = 32  # entries in `request_fields`
+MAX_REQUEST_FIELD_NAME = 64  # characters of a request field's name
+MAX_REQUEST_FIELD_STR = 256  # characters of a string request field
+RESERVED_FIELDS = frozenset({"customer_id", "merchant_id", "amount", "transaction_ts", "timestamp"})
+
+EntityId = Annotated[int, Field(ge=0, lt=INT64_END)]
+RequestFieldName = Annotated[str, StringConstraints(min_length=1, max_length=MAX_REQUEST_FIELD_NAME)]
+
+
+def _request_field_value(value: Any) -> Any:
+    """A request field's value as given, if it is a bounded scalar; else ValueError saying what is allowed."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if not INT64_MIN <= value < INT64_END:
+            raise ValueError("an integer must fit int64 (-2^63 to 2^63-1)")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("a number must be finite")
+        return value
+    if isinstance(value, str):
+        if len(value) > MAX_REQUEST_FIELD_STR:
+            raise ValueError(f"a string may have at most {MAX_REQUEST_FIELD_STR} characters (got {len(value)})")
+        return value
+    raise ValueError("must be a string, a number or a boolean")
+
+
+RequestFieldValue = Annotated[
+    Any,
+    PlainValidator(_request_field_value),  # one clear error per value, located at the value itself
+    WithJsonSchema({"anyOf": [
+        {"type": "integer", "minimum": INT64_MIN, "exclusiveMaximum": INT64_END},
+        {"type": "number"},
+        {"type": "string", "maxLength": MAX_REQUEST_FIELD_STR},
+        {"type": "boolean"},
+    ]}),
+]
 
 
 class Transaction(BaseModel):
@@ -13,19 +77,35 @@ class Transaction(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    customer_id: int = Field(ge=0, description="Card holder (entity key of the customer views).")
-    merchant_id: int = Field(ge=0, description="Merchant (entity key of the merchant views).")
-    amount: float = Field(ge=0, allow_inf_nan=False, description="Amount of the transaction.")
+    customer_id: EntityId = Field(description="Card holder (entity key of the customer views; 0 to 2^63-1).")
+    merchant_id: EntityId = Field(description="Merchant (entity key of the merchant views; 0 to 2^63-1).")
+    amount: float = Field(
+        ge=0, allow_inf_nan=False,
+        description="Amount of the transaction: finite, 0 to MLPLATFORM_SERVING_MAX_AMOUNT (default 1e9).",
+    )
     timestamp: datetime | None = Field(
-        None, description="When it happened (ISO-8601 or unix seconds; UTC if no zone). Default: now."
+        None, description="When it happened (ISO-8601 or unix seconds; UTC if no zone). Default: now. Must lie "
+        "within [now - MLPLATFORM_SERVING_MAX_EVENT_AGE, now + MLPLATFORM_SERVING_MAX_CLOCK_SKEW].",
     )
     transaction_ts: int | None = Field(
-        None, ge=0, description="When it happened as unix seconds (alternative to `timestamp`)."
+        None, ge=0, le=MAX_TRANSACTION_TS,
+        description="When it happened as unix seconds (alternative to `timestamp`; the same window applies).",
     )
     transaction_id: str | None = Field(None, max_length=128, description="Your id, echoed back and logged.")
-    request_fields: dict[str, StrictInt | StrictFloat | StrictStr | StrictBool] = Field(
-        default_factory=dict, description="Further request fields an on-demand view may need.", max_length=32
+    request_fields: dict[RequestFieldName, RequestFieldValue] = Field(
+        default_factory=dict, max_length=MAX_REQUEST_FIELDS,
+        description=f"Further request fields an on-demand view may need: at most {MAX_REQUEST_FIELDS}, names of at "
+        f"most {MAX_REQUEST_FIELD_NAME} characters, strings of at most {MAX_REQUEST_FIELD_STR}, int64 integers, "
+        "finite floats, booleans; not the top-level fields' names.",
     )
+
+    @field_validator("request_fields")
+    @classmethod
+    def _not_reserved(cls, fields: dict[str, Any]) -> dict[str, Any]:
+        clash = sorted(RESERVED_FIELDS.intersection(fields))
+        if clash:
+            raise ValueError(f"{', '.join(clash)}: give these as top-level fields, not in request_fields")
+        return fields
 
     @model_validator(mode="after")
     def _one_time(self) -> Transaction:
@@ -36,12 +116,16 @@ class Transaction(BaseModel):
         return self
 
     def time_us(self, now: datetime) -> int:
-        """The transaction's time in µs since the epoch."""
+        """The transaction's time in µs since the epoch (exact: no float rounding at the microsecond)."""
         if self.transaction_ts is not None:
             return self.transaction_ts * 1_000_000
         ts = self.timestamp or now
         ts = ts if ts.tzinfo else ts.replace(tzinfo=UTC)
-        return int(ts.timestamp() * 1_000_000)
+        return (ts - _EPOCH) // _MICROSECOND
+
+    def time_field(self) -> str:
+        """The name of the field the transaction's time came from (``timestamp`` unless ``transaction_ts``)."""
+        return "transaction_ts" if self.transaction_ts is not None else "timestamp"
 
     def entity_row(self, time_us: int) -> dict[str, Any]:
         """Entity keys and request fields as the feature service's views read them."""
@@ -49,6 +133,56 @@ class Transaction(BaseModel):
         row.update(customer_id=self.customer_id, merchant_id=self.merchant_id, amount=float(self.amount),
                    transaction_ts=time_us // 1_000_000)
         return row
+
+
+@dataclass(frozen=True)
+class EdgeBounds:
+    """The limits a transaction is held to beyond its schema: an amount cap and a time window around now."""
+
+    max_amount: float
+    max_event_age_s: float
+    max_clock_skew_s: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EdgeBounds:
+        """The bounds ``settings`` configure (serving_max_amount, serving_max_event_age, serving_max_clock_skew)."""
+        return cls(settings.serving_max_amount, settings.serving_max_event_age, settings.serving_max_clock_skew)
+
+    def problems(self, txn: Transaction, time_us: int, now: datetime, loc: tuple[str | int, ...] = ("body",),
+                 ) -> list[dict[str, Any]]:
+        """Validation errors (pydantic's shape: type, loc, msg, input) of ``txn`` scored at ``time_us``; [] if none."""
+        out: list[dict[str, Any]] = []
+        if not math.isfinite(txn.amount) or txn.amount > self.max_amount:
+            out.append({"type": "less_than_equal", "loc": (*loc, "amount"), "input": txn.amount,
+                        "msg": f"at most {self.max_amount:g} (MLPLATFORM_SERVING_MAX_AMOUNT)"})
+        now_us = (now - _EPOCH) // _MICROSECOND
+        earliest = now_us - round(self.max_event_age_s * 1_000_000)
+        latest = now_us + round(self.max_clock_skew_s * 1_000_000)
+        if not earliest <= time_us <= latest:
+            field = txn.time_field()
+            if time_us > latest:
+                why = (f"{(time_us - now_us) / 1e6:.0f} s after the server's clock; at most {self.max_clock_skew_s:g} s"
+                       " ahead is accepted (MLPLATFORM_SERVING_MAX_CLOCK_SKEW)")
+            else:
+                why = (f"{(now_us - time_us) / 86_400e6:.1f} days before the server's clock; at most "
+                       f"{self.max_event_age_s / 86_400:g} days back is accepted (MLPLATFORM_SERVING_MAX_EVENT_AGE)")
+            out.append({"type": "out_of_window", "loc": (*loc, field), "input": getattr(txn, field), "msg": why})
+        return out
+
+
+class ErrorField(BaseModel):
+    """One wrong part of a request."""
+
+    field: str = Field(description="Where: body.customer_id, body.transactions[3].amount, query.explain, ...")
+    problem: str = Field(description="What is wrong with it.")
+
+
+class ErrorResponse(BaseModel):
+    """The one shape of every error answer (4xx and 5xx)."""
+
+    error: str = Field(description="Kind of error: InvalidInputError (every 422), Unauthorized, Overloaded, ...")
+    detail: str = Field(description="What was wrong and what to do, in one message.")
+    fields: list[ErrorField] = Field(description="The request fields at fault (every 422 names at least one).")
 
 
 class ModelRef(BaseModel):
@@ -70,8 +204,21 @@ class PredictionOut(BaseModel):
     fallback_reason: str | None = None
     missing: list[str] = Field(description="Model inputs with no value (e.g. an unknown customer).")
     stale: list[str] = Field(description="Model inputs whose row was older than its view's TTL (treated as missing).")
+    future: list[str] = Field(
+        description="Model inputs whose stored row is newer than the transaction (t - 1 µs): never used, treated as "
+        "missing. A back-dated transaction meets this: Redis holds only the newest row.",
+    )
     cached: bool
+    degraded: str | None = Field(
+        None, description="Set when no stored feature had a value (online store empty, or customer and merchant "
+        "unknown): why. The score then rests on the request fields alone; still a 200, counted in "
+        "mlplatform_degraded_predictions_total.",
+    )
     contributions: dict[str, float] | None = Field(None, description="?explain=true: per-feature log-odds (and bias).")
+    contributions_error: str | None = Field(
+        None, description="?explain=true only: why contributions could not be computed for this input (the score "
+        "is unaffected)."
+    )
 
 
 class PredictResponse(PredictionOut):

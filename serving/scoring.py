@@ -71,6 +71,7 @@ class FallbackChain:
     async def answer(self, route: Route, matrix: Callable[[LoadedModel], Awaitable[np.ndarray]], n: int) -> Answer:
         """Scores of ``n`` rows; ``matrix(model)`` gives that model's input rows. ModelUnavailable if all fail."""
         reason = route.unavailable_reason
+        first_failure: str | None = None  # why the first candidate that failed did, for the fallback metric
         for depth, candidate in enumerate(route.chain):
             model = candidate.model
             try:
@@ -79,12 +80,14 @@ class FallbackChain:
                 raise
             except Exception as exc:  # TimeoutError (over budget) or a failing model
                 why = "latency_budget" if isinstance(exc, TimeoutError) else "model_error"
-                self.accounting.fell_back(why, n)
+                first_failure = first_failure or why
                 detail = (f"over the {self.scorer.budget_s * 1000:g} ms latency budget" if why == "latency_budget"
                           else f"{type(exc).__name__}: {exc}")
                 reason = f"{model.name} v{model.version} failed: {detail}"
                 log.warning("falling back: %s", reason)
                 continue
+            if first_failure is not None:  # counted only when a fallback model actually answered
+                self.accounting.fell_back(first_failure, n)
             return Answer(scores, candidate, reason)
         raise ModelUnavailable(f"every model on the route failed; last: {reason}")
 

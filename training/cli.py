@@ -10,9 +10,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mlplatform.console import console, err_console, friendly, parse_time, part_app
+from mlplatform.console import console, err_console, escape, friendly, get_settings, parse_time, part_app
 from mlplatform.errors import ExitCode
-from mlplatform.settings import get_settings
 
 app = part_app()
 dataset_app = part_app("Point-in-time training sets.")
@@ -29,7 +28,20 @@ def _fmt(value) -> str:
 
 def _warn(warnings: list[str]) -> None:
     for w in warnings:
-        err_console.print(f"[bold yellow]WARNING:[/] {w}", highlight=False)
+        err_console.print(f"[bold yellow]WARNING:[/] {escape(w)}", highlight=False)
+
+
+def _trial_line(t) -> str:
+    """One finished tuning trial: ``trial 3/30  validation ROC AUC 0.8123  best 0.8200 (trial 2)  1.4s``."""
+    mark = " [green]new best[/]" if t.best_trial == t.number else ""
+    return (f"  trial {t.number:>{len(str(t.trials))}}/{t.trials}  validation ROC AUC {t.value:.4f}  "
+            f"best {t.best_value:.4f} (trial {t.best_trial})  {t.seconds:.1f}s{mark}")
+
+
+def _tuned(v) -> str:
+    """How many Optuna trials chose a version's hyper-parameters ("-" when none)."""
+    trials = v.lineage.get("tuned_trials", v.params.get("tune_trials")) or 0
+    return f"{int(trials)} trials" if trials else "-"
 
 
 @dataset_app.command("build")
@@ -66,8 +78,9 @@ def train_cmd(
     split: Annotated[str | None, typer.Option(help="Split strategy: time (default), random or custom.")] = None,
     split_file: Annotated[Path | None, typer.Option(help="custom split: file of transaction_id, split.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the random split and of training.")] = None,
-    if_needed: Annotated[bool, typer.Option("--if-needed", help="Retrain only if enough new labels arrived "
-                                            "or monitoring asked for it; say why.")] = False,
+    if_needed: Annotated[bool, typer.Option("--if-needed", help="Retrain only if enough new labels arrived, or "
+                                            "monitoring asked and at least retrain_min_new_labels_on_request new "
+                                            "labels arrived; say why.")] = False,
 ) -> None:
     """Train XGBoost on a point-in-time training set, evaluate it and register it as the challenger."""
     from mlplatform.contracts.retrain_request import mark_retrain_request_done
@@ -80,16 +93,25 @@ def train_cmd(
     if if_needed:
         decision = check_retrain(settings, parse_time(as_of))
         if not decision.retrain:
-            console.print(f"[green]no retrain needed:[/] {decision.reason}")
+            console.print(f"[green]no retrain needed:[/] {escape(decision.reason)}")
             return
-        console.print(f"[bold]retraining:[/] {decision.reason}")
+        console.print(f"[bold]retraining:[/] {escape(decision.reason)}")
         trigger = f"if-needed: {decision.reason}"
     spec = split_spec_from(settings, load_config(settings, config), strategy=split, seed=seed,
                            assignment_path=split_file)
     with console.status("training ...") as status:
+        def on_step(msg: str) -> None:
+            if tune and msg.startswith("searching"):
+                console.print(f"{escape(msg)} (validation ROC AUC of each trial as it finishes):", highlight=False)
+            status.update(escape(msg) + " ...")
+
+        def on_trial(t) -> None:
+            console.print(_trial_line(t), highlight=False)
+            status.update(f"searching hyper-parameters: {t.number}/{t.trials} trials done, best {t.best_value:.4f} ...")
+
         outcome = train_and_register(settings, dataset=dataset, as_of=parse_time(as_of), config_path=config,
-                                     tune_trials=tune, split=spec, trigger=trigger,
-                                     on_step=lambda msg: status.update(msg + " ..."))
+                                     tune_trials=tune, split=spec, trigger=trigger, on_step=on_step,
+                                     on_trial=on_trial)
     if if_needed:
         mark_retrain_request_done(settings)
     _warn(outcome.split_warnings)
@@ -105,8 +127,9 @@ def train_cmd(
                       f"(gap {outcome.oracle_auc - m['roc_auc']:.4f})")
     for b in outcome.behaviour:
         mark = "[green]PASS[/]" if b["passed"] else "[red]FAIL[/]"
-        console.print(f"{mark} {b['name']}: {b['detail']}")
-    console.print(f"evaluation: {outcome.evaluation_dir}/summary.md (+ ROC, PR, calibration, importance PNGs)")
+        console.print(f"{mark} {escape(b['name'])}: {escape(b['detail'])}")
+    console.print(f"evaluation: {outcome.evaluation_dir}/summary.md (+ ROC, PR, calibration, importance PNGs)",
+                  markup=False, soft_wrap=True)
     console.print(f"next: `mlplatform models promote {outcome.version.version}`")
 
 @models_app.command("list")
@@ -119,13 +142,13 @@ def models_list() -> None:
     if not versions:
         console.print("no models registered yet: run `mlplatform train`")
         return
-    table = Table("version", "aliases", "ROC AUC", "PR AUC", "log loss", "oracle AUC", "as of", "rows",
+    table = Table("version", "aliases", "ROC AUC", "PR AUC", "log loss", "oracle AUC", "tuned", "as of", "rows",
                   "created", title="registered models")
     for v in versions:
         style = "bold green" if v.is_golden else None
         table.add_row(str(v.version), ", ".join(v.aliases), _fmt(v.metrics.get("roc_auc")),
                       _fmt(v.metrics.get("pr_auc")), _fmt(v.metrics.get("log_loss")),
-                      _fmt(v.metrics.get("oracle_roc_auc")), str(v.lineage.get("as_of", "-"))[:16],
+                      _fmt(v.metrics.get("oracle_roc_auc")), _tuned(v), str(v.lineage.get("as_of", "-"))[:16],
                       f"{v.lineage.get('rows', 0):,}", f"{v.created_at:%Y-%m-%d %H:%M}", style=style)
     console.print(table)
 
@@ -142,9 +165,10 @@ def models_promote(
     with console.status(f"running the promotion gate for v{version} ..."):
         result = promote_model(get_settings(), version, force=force, reason=reason)
     for b in result.behaviour:
-        console.print(f"{'[green]PASS[/]' if b['passed'] else '[red]FAIL[/]'} {b['name']}: {b['detail']}")
+        mark = "[green]PASS[/]" if b["passed"] else "[red]FAIL[/]"
+        console.print(f"{mark} {escape(b['name'])}: {escape(b['detail'])}")
     for r in result.reasons:
-        console.print(f"- {r}", highlight=False)
+        console.print(f"- {r}", highlight=False, markup=False)
     if result.action == "refused":
         err_console.print(f"[bold red]refused:[/] v{version} stays out; golden is still "
                           f"{'v' + str(result.golden_before) if result.golden_before else 'none'} "

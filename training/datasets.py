@@ -20,6 +20,7 @@ import pandas as pd
 
 from mlplatform.errors import DataNotFoundError, InvalidInputError
 from mlplatform.features.service import feature_signature, transaction_entity_rows
+from mlplatform.lineage import HASH_SCHEME
 from mlplatform.settings import Settings
 from mlplatform.timeutil import utc
 
@@ -103,21 +104,15 @@ def content_fingerprint(frame: pd.DataFrame, feature_service: str, feature_names
 
 
 def definition_versions(store, service_name: str) -> dict[str, str]:
-    """A content hash of each feature view behind the service (Feast has no view versions: the spec is hashed)."""
+    """A content hash of each feature view behind the service, equal for equal definitions
+    (``mlplatform.lineage.definition_hash``: Feast has no view versions, so the spec is hashed)."""
+    from mlplatform.lineage import definition_hash
+
     service = store.get_feature_service(service_name)
-    out: dict[str, str] = {}
-    for projection in service.feature_view_projections:
-        name = projection.name
-        try:
-            view = store.get_feature_view(name)
-        except Exception:  # an on-demand view
-            view = store.get_on_demand_feature_view(name)
-        spec = view.to_proto().spec
-        for ts_field in ("created_timestamp", "last_updated_timestamp"):
-            if hasattr(spec, ts_field):
-                spec.ClearField(ts_field)
-        out[name] = hashlib.sha256(spec.SerializeToString(deterministic=True)).hexdigest()[:16]
-    return out
+    views = {v.name: v for v in store.list_stream_feature_views()}
+    views |= {v.name: v for v in store.list_feature_views()}
+    views |= {v.name: v for v in store.list_on_demand_feature_views()}
+    return {p.name: definition_hash(views[p.name]) for p in service.feature_view_projections if p.name in views}
 
 
 def class_balance(labels: pd.Series) -> dict:
@@ -185,6 +180,7 @@ def build_training_set(settings: Settings, as_of: datetime | None = None, store=
         "feature_names": names,
         "feature_types": types,
         "feature_views": definition_versions(store, service_name),
+        "feature_view_hash_scheme": HASH_SCHEME,
         "feast_project": store.project,
         "rows": int(len(frame)),
         "class_balance": class_balance(frame[LABEL]),

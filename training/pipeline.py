@@ -18,7 +18,7 @@ from training.datasets import TrainingSet, build_training_set, load_training_set
 from training.evaluate import evaluate, write_summary
 from training.splits import SplitSpec, split_rows
 from training.stats import feature_statistics
-from training.train import fit_booster, tune
+from training.train import TrialProgress, fit_booster, tune
 
 
 @dataclass
@@ -54,8 +54,11 @@ def train_and_register(
     trigger: str = "manual",
     store=None,
     on_step: Callable[[str], None] | None = None,
+    on_trial: Callable[[TrialProgress], None] | None = None,
 ) -> TrainOutcome:
-    """Build (or load) the training set, split it, fit XGBoost, evaluate, and register the model as challenger."""
+    """Build (or load) the training set, split it, fit XGBoost, evaluate, and register the model as challenger.
+
+    ``on_step`` hears each stage as it starts; ``on_trial`` each hyper-parameter trial as it finishes."""
     step = on_step or (lambda _msg: None)
     config = load_config(settings, config_path)
     spec = split or split_spec_from(settings, config)
@@ -73,7 +76,7 @@ def train_and_register(
     overrides: dict = {}
     if tune_trials:
         step(f"searching hyper-parameters: {tune_trials} Optuna trials")
-        overrides, tuning = tune(train, validation, names, config, tune_trials, seed=spec.seed)
+        overrides, tuning = tune(train, validation, names, config, tune_trials, seed=spec.seed, on_trial=on_trial)
     step(f"training XGBoost on {len(train):,} rows (early stopping on {len(validation):,})")
     fit = fit_booster(train, validation, names, config, seed=spec.seed, overrides=overrides)
 
@@ -105,6 +108,7 @@ def train_and_register(
             "split_warnings": result.warnings,
             "seed": spec.seed,
             "trigger": trigger,
+            "tuned_trials": tune_trials,  # Optuna trials searched before this fit (0: the config as given)
             "xgboost_version": _xgb_version(),
         }
         params = {"xgboost": fit.params, "num_boost_round": config["num_boost_round"],

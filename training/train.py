@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -73,9 +74,27 @@ def fit_booster(train: pd.DataFrame, validation: pd.DataFrame, feature_names: li
     return FitResult(booster, params, best, best_score, seconds)
 
 
+@dataclass(frozen=True)
+class TrialProgress:
+    """One finished tuning trial, for progress reports: trial ``number`` (1-based) of ``trials``, its validation
+    ROC AUC, and the best so far (``best_trial`` is 1-based too)."""
+
+    number: int
+    trials: int
+    value: float
+    best_value: float
+    best_trial: int
+    params: dict
+    seconds: float
+
+
 def tune(train: pd.DataFrame, validation: pd.DataFrame, feature_names: list[str], config: dict, trials: int,
-         seed: int = 7) -> tuple[dict, list[dict]]:
-    """Optuna (TPE, seeded) search of ``config['tune']`` ranges, maximizing validation ROC AUC; best overrides."""
+         seed: int = 7, on_trial: Callable[[TrialProgress], None] | None = None) -> tuple[dict, list[dict]]:
+    """Optuna (TPE, seeded) search of ``config['tune']`` ranges, maximizing validation ROC AUC; best overrides.
+
+    ``on_trial`` is called as each trial finishes (trial n of N, its value, the best so far)."""
+    import time
+
     import optuna
     from sklearn.metrics import roc_auc_score
 
@@ -86,6 +105,8 @@ def tune(train: pd.DataFrame, validation: pd.DataFrame, feature_names: list[str]
     y_val = validation[LABEL].to_numpy()
     x_val = feature_matrix(validation, feature_names)
     history: list[dict] = []
+
+    started = time.perf_counter()
 
     def objective(trial: optuna.Trial) -> float:
         overrides = {}
@@ -100,6 +121,15 @@ def tune(train: pd.DataFrame, validation: pd.DataFrame, feature_names: list[str]
                         **overrides})
         return auc
 
+    def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        nonlocal started
+        if on_trial is None or trial.value is None:
+            return
+        best = study.best_trial
+        on_trial(TrialProgress(trial.number + 1, trials, float(trial.value), float(best.value), best.number + 1,
+                               dict(trial.params), time.perf_counter() - started))
+        started = time.perf_counter()
+
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
-    study.optimize(objective, n_trials=trials)
+    study.optimize(objective, n_trials=trials, callbacks=[report])
     return dict(study.best_params), history

@@ -9,9 +9,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mlplatform.console import console, err_console, friendly, parse_time, part_app
+from mlplatform.console import console, err_console, friendly, get_settings, parse_time, part_app
 from mlplatform.errors import ExitCode
-from mlplatform.settings import get_settings
 
 app = part_app()
 data_app = part_app("Synthetic raw data.")
@@ -23,6 +22,7 @@ app.add_typer(redis_app, name="redis")
 
 
 @app.command("env")
+@friendly
 def env_cmd() -> None:
     """Print the exports plain `feast -c feature_repo ...` needs: eval "$(mlplatform env)"."""
     for key, value in get_settings().feast_env().items():
@@ -37,35 +37,44 @@ def data_generate(
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives byte-identical files.")] = 7,
     drift: Annotated[bool, typer.Option("--drift", help="Also write the later, drifted period.")] = False,
     drift_days: Annotated[int, typer.Option(help="Length of the drifted period in days.")] = 14,
-    start: Annotated[str | None, typer.Option(help="Start of the base period (default 2026-10-01Z).")] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(help="Start of the base period, ISO-8601 or relative (e.g. today-42d). Default: the folder's "
+                     "existing start, else today - (days + drift-days), so the world ends at the start of today."),
+    ] = None,
 ) -> None:
     """Write raw Parquet (customers, merchants, transactions, late labels) and the oracle under the data dir."""
-    from mlplatform.data.generator import DEFAULT_START, WorldSpec, generate
+    from mlplatform.data.generator import WorldSpec, generate, read_manifest
 
     settings = get_settings()
-    spec = WorldSpec(
-        customers=customers, days=days, seed=seed, drift_days=drift_days, start=parse_time(start) or DEFAULT_START
-    )
+    spec = WorldSpec(customers=customers, days=days, seed=seed, drift_days=drift_days, start=parse_time(start))
     t0 = time.perf_counter()
     written = generate(spec, settings.data_path, drift=drift)
     table = Table("file", "status", title=f"raw data in {settings.data_path}")
     for name, status in written.items():
         table.add_row(name, status)
     console.print(table)
-    console.print(f"generated in {time.perf_counter() - t0:.1f}s (seed {seed})")
+    spans = ", ".join(f"{p['start'][:10]}..{p['end'][:10]}" + (" (drifted)" if p["drifted"] else "")
+                      for p in read_manifest(settings.data_path)["periods"])
+    console.print(f"generated in {time.perf_counter() - t0:.1f}s (seed {seed}); periods [start, end): {spans}")
 
 
 @features_app.command("build")
 @friendly
 def features_build(
-    since: Annotated[str | None, typer.Option(help="Only rows at/after this time (ISO-8601), or 'last'.")] = None,
+    since: Annotated[str | None, typer.Option(help="Only rows at/after this time (ISO-8601 or relative, e.g. "
+                                              "today-2d), or 'last' (the previous build's end).")] = None,
 ) -> None:
     """Compute feature tables from raw data with DuckDB and write them as Parquet."""
     from mlplatform.features.pipelines import build_features
 
     settings = get_settings()
     t0 = time.perf_counter()
-    result = build_features(settings.data_path, since=since)
+    result = build_features(settings.data_path, since=since if since in (None, "last") else parse_time(since))
+    if result.nothing_new:
+        console.print(f"nothing new since {result.until:%Y-%m-%d %H:%M}Z (the end of the raw data): every feature "
+                      f"table left as it was ({sum(result.total.values()):,} rows in {len(result.total)} tables)")
+        return
     table = Table("feature table", "rows appended", "rows in table",
                   title=f"features in {settings.layout.features_dir}")
     for name, total in result.total.items():
@@ -97,14 +106,47 @@ def features_online(
     merchant_id: Annotated[int, typer.Option(help="Merchant of the transaction.")] = 10_001,
     amount: Annotated[float, typer.Option(help="Amount of the transaction.")] = 42.0,
     transaction_ts: Annotated[int | None, typer.Option(help="Unix time of the transaction (default now).")] = None,
+    view: Annotated[
+        list[str] | None,
+        typer.Option("--view", help="Read these feature views instead of the model's feature service, e.g. "
+                     "customer_realtime (where `features push` writes; not in fraud_model_v1)."),
+    ] = None,
 ) -> None:
-    """Read the fraud model's online features for some customers from Redis."""
+    """Read the fraud model's online features (or any views' with --view) for some customers from Redis."""
     from mlplatform.features.online import read_online
 
+    if view:
+        frame = _read_views(get_settings(), view, [{"customer_id": c, "merchant_id": merchant_id} for c in customer_id])
+        console.print_json(_records_json(frame))
+        return
     ts = transaction_ts or int(time.time())
     rows = [{"customer_id": c, "merchant_id": merchant_id, "amount": amount, "transaction_ts": ts} for c in customer_id]
     frame = read_online(get_settings(), rows)
-    console.print_json(json.dumps(frame.to_dict(orient="records"), default=str))
+    console.print_json(_records_json(frame))
+
+
+def _records_json(frame) -> str:
+    """A frame's rows as a JSON list, missing values as null (JSON has no NaN)."""
+    return json.dumps(frame.astype(object).where(frame.notna(), None).to_dict(orient="records"), default=str)
+
+
+def _read_views(settings, views: list[str], rows: list[dict], store=None):
+    """Online values of every feature of the stored ``views`` (view:feature columns) for entity ``rows``."""
+    from mlplatform.errors import InvalidInputError
+    from mlplatform.stores import open_feature_store, redis_errors, require_redis
+
+    require_redis(settings)
+    store = store or open_feature_store(settings)
+    stored = {v.name: v for v in [*store.list_feature_views(), *store.list_stream_feature_views()]}
+    unknown = [v for v in views if v not in stored]
+    if unknown:
+        raise InvalidInputError(f"--view {', '.join(unknown)}: not a stored feature view "
+                                f"(known: {', '.join(sorted(stored))})")
+    keys = {k for v in views for k in stored[v].join_keys}
+    refs = [f"{v}:{f.name}" for v in views for f in stored[v].features if f.name not in stored[v].join_keys]
+    with redis_errors(settings.redis_addr, "did not answer the read", settings.redis_timeout_seconds):
+        return store.get_online_features(features=refs, entity_rows=[{k: r[k] for k in keys} for r in rows],
+                                         full_feature_names=True).to_df()
 
 
 @features_app.command("push")
@@ -114,11 +156,19 @@ def features_push(
     amount: Annotated[float, typer.Option(help="Amount of the event.")],
     merchant_id: Annotated[int, typer.Option(help="Merchant of the event.")],
 ) -> None:
-    """Push one fresh event into the online store (customer_realtime)."""
+    """Push one fresh event into the online store (customer_realtime), then read that view back."""
     from mlplatform.features.online import push_event
+    from mlplatform.stores import open_feature_store
 
-    push_event(get_settings(), customer_id, amount, merchant_id)
+    settings = get_settings()
+    store = open_feature_store(settings)  # one registry load for the push and the read-back
+    push_event(settings, customer_id, amount, merchant_id, store=store)
     console.print(f"pushed: customer {customer_id} amount {amount} merchant {merchant_id}")
+    frame = _read_views(settings, ["customer_realtime"], [{"customer_id": customer_id}], store=store)
+    console.print("online now (customer_realtime; read it any time with "
+                  f"`mlplatform features online --customer-id {customer_id} --view customer_realtime`):",
+                  highlight=False, markup=False, soft_wrap=True)
+    console.print_json(_records_json(frame))
 
 
 @app.command("apply")

@@ -16,21 +16,34 @@ app = part_app()
 @friendly
 def audit(
     action: Annotated[
-        str | None, typer.Option(help="Only this action (shell pattern, e.g. 'promote' or '*promote').")
+        str | None,
+        typer.Option(help="Only these actions: a family ('promote' = promote, force_promote, promote_refused, "
+                     "rollback), '=NAME' for that action alone, or a shell pattern ('*promote*')."),
     ] = None,
-    actor: Annotated[str | None, typer.Option(help="Only this actor (shell pattern).")] = None,
-    since: Annotated[str | None, typer.Option(help="Only records at/after this time (ISO-8601).")] = None,
+    actor: Annotated[str | None, typer.Option(help="Only this actor, who acted (shell pattern).")] = None,
+    channel: Annotated[
+        str | None, typer.Option(help="Only this channel, how it came in: cli, api, pipeline, monitoring (pattern).")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only records at/after this time (ISO-8601 or relative: today, now-6h).")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, help="Show at most the latest N records.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line instead of a table.")] = False,
 ) -> None:
-    """List the audit log: who changed what, when and why (apply, materialize, train, promote, rollback, runs...)."""
+    """List the audit log: who changed what, when, why and through which channel.
+
+    Families: `--action promote` finds promote, force_promote, promote_refused and rollback.
+
+    Channels: cli, api (the service's admin endpoints), pipeline (pipeline runs), monitoring (monitor check).
+    """
     from rich.table import Table
 
     from mlplatform.audit import audit_path, list_records
     from mlplatform.settings import get_settings
 
     settings = get_settings()
-    records = list_records(settings, action=action, actor=actor, since=parse_time(since), limit=limit)
+    records = list_records(settings, action=action, actor=actor, since=parse_time(since), limit=limit,
+                           channel=channel)
     if as_json:
         from dataclasses import asdict
 
@@ -40,10 +53,12 @@ def audit(
     if not records:
         console.print(f"no audit records match (log: {audit_path(settings)})", highlight=False)
         return
-    table = Table("time", "actor", "action", "target", "reason", "details", title=f"audit log ({len(records)} shown)")
+    table = Table("time", "actor", "channel", "action", "target", "reason", "details",
+                  title=f"audit log ({len(records)} shown)")
     for rec in records:
-        details = ", ".join(f"{k}={_short(v)}" for k, v in rec.details.items())
-        table.add_row(rec.time[:19], rec.actor, rec.action, rec.target, rec.reason or "", details[:160])
+        details = ", ".join(f"{k}={_short(v)}" for k, v in rec.details.items() if k != "channel")
+        table.add_row(rec.time[:19], rec.actor, rec.channel or "", rec.action, rec.target, rec.reason or "",
+                      details[:160])
     console.print(table)
 
 
@@ -119,19 +134,34 @@ def lineage(
 
 
 def _add_view(parent, view: dict) -> None:
-    node = parent.add(f"[green]{view['name']}[/] ({view['kind']}): {', '.join(view['features'])}")
+    from rich.markup import escape
+
+    from mlplatform.lineage import ttl_text
+
+    node = parent.add(f"[green]{escape(view['name'])}[/] ({view['kind']}): {escape(', '.join(view['features']))}")
+    node.add(_definition_text(view))
     if view["kind"] == "on_demand":
-        node.add(f"request fields from: {', '.join(view['request_sources'])}")
+        node.add(escape(f"request fields from: {', '.join(view['request_sources'])}"))
         for dep in view["depends_on"]:
             _add_view(node, dep)
         return
     src = view["source"]
-    node.add(
+    node.add(escape(
         f"source {src['name']}: {src['path']}" + (f" (push: {src['push_source']})" if src.get("push_source") else "")
-    )
-    node.add(
-        f"raw: {', '.join(view['raw']) or '—'}; entities {', '.join(view['entities'])}; ttl {view['ttl_seconds']}s"
-    )
+    ))
+    node.add(escape(
+        f"raw: {', '.join(view['raw']) or '—'}; entities {', '.join(view['entities'])}; {ttl_text(view['ttl_seconds'])}"
+    ))
+
+
+def _definition_text(view: dict) -> str:
+    """The view's definition hash, and whether it changed since the model's training set was built."""
+    text = f"definition [cyan]{view.get('definition_hash')}[/]"
+    if view.get("definition_changed") is True:
+        return text + f" [yellow](changed since training: was {view.get('definition_at_training')})[/]"
+    if view.get("definition_changed") is False:
+        return text + " (as at training)"
+    return text
 
 
 def _add_raw(parent, raw: dict) -> None:

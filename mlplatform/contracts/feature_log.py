@@ -3,23 +3,45 @@
 Files: ``<data_dir>/feature_logs/date=YYYY-MM-DD/part-<time>-<id>.parquet`` (the day the rows were logged),
 each written whole (temp file + fsync + rename). Columns: ``BASE_COLUMNS`` in this order, then one float64
 column per model input feature. One row per model that scored a request: ``served`` is true for the answer the
-caller got, false for shadow scores.
+caller got, false for shadow scores. ``missing``, ``stale`` and ``future`` list the inputs that had no value and
+why (``future``: the stored row was newer than the request, so it was withheld). Files written before ``future``
+existed lack that column: readers give it as null there (unknown: such a service served future rows silently).
+
+Rows that do not fit the schema never take other rows down (``encode_feature_log``): a value that does not fit its
+column (an id beyond int64, a number that is not one, text where a list belongs) is written as null, and the
+original row goes to the dead-letter folder (``<data_dir>/feature_logs/_dead_letter/YYYY-MM-DD.jsonl``, one JSON
+line per row: ``dead_lettered_at``, ``action``, ``reasons``, ``row``) with ``action: "coerced"``; a row that
+cannot be written even so is left out of the Parquet file and dead-lettered with ``action: "quarantined"``.
+
+Readers never crash on a file: ``read_logs`` skips (and names, with the reason) files it cannot read, that lack a
+required column or whose columns have types that cannot be cast to the schema's.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
+import math
+import numbers
+import os
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from mlplatform.files import atomic_path
+from mlplatform.files import append_jsonl, atomic_path, json_default, read_jsonl
 
 BASE_COLUMNS = (
     "request_id", "logged_at", "transaction_id", "customer_id", "merchant_id", "amount", "transaction_ts",
     "request_fields", "model_name", "model_version", "role", "served", "fallback", "fallback_reason", "cached",
-    "prediction", "missing", "stale", "latency_ms",
+    "prediction", "missing", "stale", "future", "latency_ms",
 )
+ADDED_COLUMNS = ("future",)  # list<string> columns newer than some files: null when a file lacks them
+REQUIRED_COLUMNS = ("request_id", "logged_at", "served")  # a file without one of these cannot be judged at all
+ROW_KEY = ("request_id", "model_name", "model_version", "role")  # one row per model that scored a request
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def log_schema(features: list[str]):
@@ -33,29 +55,237 @@ def log_schema(features: list[str]):
             ("transaction_ts", pa.int64()), ("request_fields", pa.string()), ("model_name", pa.string()),
             ("model_version", pa.int64()), ("role", pa.string()), ("served", pa.bool_()), ("fallback", pa.bool_()),
             ("fallback_reason", pa.string()), ("cached", pa.bool_()), ("prediction", pa.float64()),
-            ("missing", pa.list_(pa.string())), ("stale", pa.list_(pa.string())), ("latency_ms", pa.float64()),
+            ("missing", pa.list_(pa.string())), ("stale", pa.list_(pa.string())), ("future", pa.list_(pa.string())),
+            ("latency_ms", pa.float64()),
         ]
         + [(name, pa.float64()) for name in features]
     )
 
 
-def write_feature_log(root: Path, rows: list[dict[str, Any]]) -> Path:
-    """Write rows (``BASE_COLUMNS`` keys + a ``features`` dict) as one Parquet file, atomically; returns its path."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+# --- writing ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RowProblem:
+    """A row that did not fit the schema: ``coerced`` (written with the named values as null) or ``quarantined``
+    (not written at all); ``row`` is the row as it was handed over."""
 
-    features = sorted({k for r in rows for k in r.get("features", {})})
+    row: Any
+    reasons: tuple[str, ...]
+    action: str
+
+
+@dataclass
+class EncodedLog:
+    """Rows as one Arrow table (None when no row is left) and the rows that needed coercion or quarantine."""
+
+    table: Any
+    problems: list[RowProblem] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        """Rows in the table."""
+        return 0 if self.table is None else self.table.num_rows
+
+
+def encode_feature_log(rows: list[Any]) -> EncodedLog:
+    """The rows (``BASE_COLUMNS`` keys + a ``features`` dict) as an Arrow table in the log schema.
+
+    The whole batch is encoded at once; only if that fails is each row checked against its columns' types, values
+    that do not fit become null (``coerced``), and a row that still cannot be encoded is left out (``quarantined``).
+    """
+    import pyarrow as pa
+
+    good = [r for r in rows if isinstance(r, Mapping) and isinstance(r.get("features", {}), Mapping)]
+    problems = [RowProblem(r, ("not a feature-log row (a mapping with a 'features' mapping)",), "quarantined")
+                for r in rows if not (isinstance(r, Mapping) and isinstance(r.get("features", {}), Mapping))]
+    if not good:
+        return EncodedLog(None, problems)
+    features = sorted({str(k) for r in good for k in r.get("features", {})})
+    schema = log_schema(features)
+    try:
+        return EncodedLog(_table(good, features, schema), problems)
+    except (pa.ArrowException, OverflowError, TypeError, ValueError):
+        pass
+    fixed: list[dict[str, Any]] = []
+    for row in good:
+        clean, reasons = coerce_row(row, schema)
+        if reasons:
+            problems.append(RowProblem(row, tuple(reasons), "coerced"))
+        fixed.append(clean)
+    try:
+        return EncodedLog(_table(fixed, features, schema), problems)
+    except (pa.ArrowException, OverflowError, TypeError, ValueError):
+        pass
+    kept: list[dict[str, Any]] = []  # a failure coerce_row did not foresee: find the rows, leave them out
+    coerced = {id(p.row): p for p in problems if p.action == "coerced"}
+    for original, clean in zip(good, fixed, strict=True):
+        try:
+            _table([clean], features, schema)
+            kept.append(clean)
+        except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
+            earlier = coerced.pop(id(original), None)
+            if earlier is not None:
+                problems.remove(earlier)
+            problems.append(RowProblem(original, (f"cannot be encoded: {type(exc).__name__}: {exc}",), "quarantined"))
+    return EncodedLog(_table(kept, features, schema) if kept else None, problems)
+
+
+def _table(rows: list[Mapping[str, Any]], features: list[str], schema):
+    import pyarrow as pa
+
     columns: dict[str, list] = {c: [r.get(c) for r in rows] for c in BASE_COLUMNS}
     for name in features:
         columns[name] = [_as_float(r.get("features", {}).get(name)) for r in rows]
-    table = pa.table(columns, schema=log_schema(features))
-    now = datetime.now(UTC)
-    path = Path(root) / f"date={now:%Y-%m-%d}" / f"part-{now:%H%M%S%f}-{uuid.uuid4().hex[:8]}.parquet"
+    return pa.table(columns, schema=schema)
+
+
+def coerce_row(row: Mapping[str, Any], schema) -> tuple[dict[str, Any], list[str]]:
+    """``row`` with every value that does not fit its column of ``schema`` set to null, and one reason per value."""
+    clean = dict(row)
+    reasons: list[str] = []
+    for name in BASE_COLUMNS:
+        value, why = _fit(row.get(name), schema.field(name).type)
+        if why:
+            reasons.append(f"{name}: {why}")
+        clean[name] = value
+    features = {}
+    for name, raw in row.get("features", {}).items():
+        value, why = _fit(raw, schema.field(str(name)).type)
+        if why:
+            reasons.append(f"features.{name}: {why}")
+        features[str(name)] = value
+    clean["features"] = features
+    return clean, reasons
+
+
+def _fit(value: Any, kind) -> tuple[Any, str | None]:
+    """``value`` as it fits an Arrow column of type ``kind``, or (None, why not)."""
+    import numpy as np
+    import pyarrow as pa
+
+    if value is None:
+        return None, None
+    shown = _short(value)
+    if pa.types.is_boolean(kind):
+        if isinstance(value, bool | np.bool_):
+            return bool(value), None
+        return None, f"{shown} is not true/false"
+    if pa.types.is_integer(kind):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return None, f"{shown} is not an integer"
+        if isinstance(value, numbers.Integral):
+            number = int(value)
+        elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            number = int(value)
+        else:
+            return None, f"{shown} is not an integer"
+        if not INT64_MIN <= number <= INT64_MAX:
+            return None, f"{shown} is out of the int64 range"
+        return number, None
+    if pa.types.is_floating(kind):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return None, f"{shown} is not a number"
+        try:
+            return float(value), None
+        except (OverflowError, ValueError):
+            return None, f"{shown} is out of the float64 range"
+    if pa.types.is_timestamp(kind):
+        if isinstance(value, datetime):
+            return value, None
+        return None, f"{shown} is not a time"
+    if pa.types.is_string(kind):
+        if isinstance(value, str):
+            return value, None
+        return None, f"{shown} is not text"
+    if pa.types.is_list(kind):
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            return list(value), None
+        return None, f"{shown} is not a list of names"
+    return value, None
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def write_log_table(root: Path, table, when: datetime | None = None, tag: str | None = None) -> Path:
+    """Write one encoded table as a Parquet file under ``root/date=<when's day>/``, atomically; returns its path.
+
+    ``tag`` (default: random) ends the file name, so a writer can find the files it wrote from one batch."""
+    import pyarrow.parquet as pq
+
+    when = when or datetime.now(UTC)
+    path = Path(root) / f"date={when:%Y-%m-%d}" / f"part-{when:%H%M%S%f}-{tag or uuid.uuid4().hex[:8]}.parquet"
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
     return path
 
 
+def write_feature_log(root: Path, rows: list[dict[str, Any]], dead_letter: Path | None = None) -> Path | None:
+    """Write rows (``BASE_COLUMNS`` keys + a ``features`` dict) as one Parquet file, atomically; returns its path
+    (None when no row could be written). Rows that did not fit go to ``dead_letter`` (required if there are any)."""
+    encoded = encode_feature_log(rows)
+    if encoded.problems:
+        if dead_letter is None:
+            reasons = "; ".join(r for p in encoded.problems for r in p.reasons)
+            raise ValueError(f"{len(encoded.problems)} feature-log row(s) do not fit the schema: {reasons}")
+        append_dead_letters(dead_letter, encoded.problems)
+    return write_log_table(root, encoded.table) if encoded.table is not None else None
+
+
+def append_dead_letters(folder: Path, problems: list[RowProblem], when: datetime | None = None) -> Path:
+    """Append each problem row, with its reasons, as one JSON line to ``folder/YYYY-MM-DD.jsonl``; returns it.
+
+    All lines go in one append (one flock, one fsync), so a batch of many bad rows costs one disk sync."""
+    when = when or datetime.now(UTC)
+    path = Path(folder) / f"{when:%Y-%m-%d}.jsonl"
+    records = [{"dead_lettered_at": when, "action": p.action, "reasons": list(p.reasons), "row": p.row}
+               for p in problems]
+    if len(records) == 1:
+        append_jsonl(path, records[0])
+    elif records:
+        _append_lines(path, records)
+    return path
+
+
+def _append_lines(path: Path, records: list[dict[str, Any]]) -> None:
+    """``mlplatform.files.append_jsonl`` for many records at once: one write under an exclusive flock, one fsync
+    (a fragment a crashed writer left is closed with a newline first, as there)."""
+    data = b"".join(json.dumps(r, default=json_default, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+                    + b"\n" for r in records)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            size = os.fstat(fd).st_size
+            if size and not _ends_with_newline(path, size):
+                data = b"\n" + data
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _ends_with_newline(path: Path, size: int) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(size - 1)
+        return fh.read(1) == b"\n"
+
+
+def read_dead_letters(folder: Path) -> list[dict[str, Any]]:
+    """Every dead-lettered row under ``folder``, oldest file first."""
+    out: list[dict[str, Any]] = []
+    for path in sorted(Path(folder).glob("*.jsonl")):
+        out.extend(read_jsonl(path)[0])
+    return out
+
+
+# --- reading ----------------------------------------------------------------------------------------------------
 def log_files(root: Path, start: datetime, end: datetime) -> list[Path]:
     """Feature-log files whose day folder can hold rows logged in [start, end) (a day of slack each side)."""
     lo = (start - timedelta(days=1)).date().isoformat()
@@ -68,19 +298,93 @@ def log_files(root: Path, start: datetime, end: datetime) -> list[Path]:
     return out
 
 
-def read_log_files(files: list[Path], columns: list[str] | None = None):
-    """The rows of ``files`` as one DataFrame; with ``columns``, only those (plus the ids monitoring needs)."""
+@dataclass
+class UnreadableFile:
+    """A log file the readers skipped, why, and how many rows it holds (None when even that is unknown)."""
+
+    path: Path
+    reason: str
+    rows: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "reason": self.reason, "rows": self.rows}
+
+
+@dataclass
+class LogRead:
+    """What ``read_logs`` found: the rows of the readable files, and the files it had to skip."""
+
+    frame: Any  # pandas.DataFrame
+    unreadable: list[UnreadableFile] = field(default_factory=list)
+
+
+def read_logs(files: list[Path], columns: list[str] | None = None) -> LogRead:
+    """The rows of ``files`` as one DataFrame (with ``columns``: only those, plus the ids monitoring needs), and
+    the files skipped because they could not be read, lack a required column, or hold a column of the wrong type.
+
+    Files written before a column of ``ADDED_COLUMNS`` existed get it as nulls."""
     import pandas as pd
-    import pyarrow.parquet as pq
 
     frames = []
+    unreadable: list[UnreadableFile] = []
     for path in files:
+        table, problem = _read_one(Path(path), columns)
+        if problem is not None:
+            unreadable.append(problem)
+        elif table is not None:
+            frames.append(table.to_pandas())
+    frames = [f for f in frames if len(f)] or frames[:1]
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(BASE_COLUMNS))
+    return LogRead(frame, unreadable)
+
+
+def _read_one(path: Path, columns: list[str] | None):
+    """(table, None) for a readable log file in the schema's types, else (None, UnreadableFile)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
         table = pq.read_table(path)
-        if columns is not None:
-            wanted = dict.fromkeys(["logged_at", "served", "request_id", *columns])
-            table = table.select([c for c in wanted if c in table.column_names])
-        frames.append(table.to_pandas())
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(BASE_COLUMNS))
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is skipped and named, never fatal
+        return None, UnreadableFile(path, f"unreadable: {type(exc).__name__}: {_short(str(exc), 160)}",
+                                    _row_count(path))
+    lacking = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
+    if lacking:
+        return None, UnreadableFile(path, f"lacks the column(s) {', '.join(lacking)}", table.num_rows)
+    for name in ADDED_COLUMNS:
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, pa.list_(pa.string())))
+    if columns is not None:
+        wanted = dict.fromkeys(["logged_at", "served", "request_id", *columns])
+        table = table.select([c for c in wanted if c in table.column_names])
+    base = log_schema([])
+    for i, name in enumerate(table.column_names):
+        expected = base.field(name).type if name in BASE_COLUMNS else pa.float64()
+        if table.schema.field(i).type == expected:
+            continue
+        try:  # a finer time unit is truncated to microseconds; any other cast must be exact
+            cast = table.column(i).cast(expected, safe=not pa.types.is_timestamp(expected))
+            table = table.set_column(i, name, cast)
+        except (pa.ArrowException, ValueError, TypeError) as exc:
+            return None, UnreadableFile(
+                path, f"column {name} is {table.schema.field(i).type}, not {expected} ({type(exc).__name__})",
+                table.num_rows)
+    return table, None
+
+
+def _row_count(path: Path) -> int | None:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except Exception:  # noqa: BLE001 - even the footer is unreadable
+        return None
+
+
+def read_log_files(files: list[Path], columns: list[str] | None = None):
+    """The rows of ``files`` as one DataFrame; with ``columns``, only those (plus the ids monitoring needs).
+    Unreadable files are skipped (``read_logs`` names them)."""
+    return read_logs(files, columns).frame
 
 
 def read_feature_logs(root: Path):

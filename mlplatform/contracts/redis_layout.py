@@ -5,12 +5,18 @@ fields = murmur3 of ``<view>:<feature>`` holding a ValueProto, plus ``_ts:<view>
 of the row's event time. A transaction at time t is scored with what was known at t − ``SCORING_OFFSET``: the
 offline store (``transaction_entity_rows``) and the online reader use the same offset, so a transaction's
 features never include itself.
+
+Beside the data, in the same database, the hash ``MATERIALIZED_KEY`` holds each view's materialized watermark
+(``Watermark``, field ``<project>:<view>``): what Redis itself holds, so a wiped or restored Redis is noticed by
+``mlplatform materialize`` (which repairs it) and by the service's ``/readyz`` (not ready).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import timedelta
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 SCORING_OFFSET = timedelta(microseconds=1)
@@ -64,3 +70,52 @@ def decode_value(serialized: bytes) -> Any:
     val = Value.FromString(serialized)
     kind = val.WhichOneof("val")
     return None if kind is None or kind == "null_val" else getattr(val, kind)
+
+
+# --- the materialized watermark ----------------------------------------------------------------------------------
+MATERIALIZED_KEY = "mlplatform:materialized"  # a hash: field materialized_field(project, view) -> Watermark JSON
+
+
+def materialized_field(project: str, view_name: str) -> str:
+    """The field of ``MATERIALIZED_KEY`` holding one view's watermark."""
+    return f"{project}:{view_name}"
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """What Redis holds of one view: every entity's latest row up to ``end`` landed (``keys``: how many entities
+    the offline store has for the view up to ``end``). Written by ``mlplatform materialize`` once a view's rows
+    have all landed, before the registry records the interval: a wiped Redis has none, a restored snapshot an
+    older one. Its JSON is deterministic (no wall-clock time): a repaired Redis equals a clean one byte for byte."""
+
+    end: datetime
+    keys: int
+
+    def encode(self) -> bytes:
+        """The stored JSON: ``{"end": ISO-8601 UTC with microseconds, "keys": N}``."""
+        end = self.end.astimezone(UTC).isoformat(timespec="microseconds")
+        return json.dumps({"end": end, "keys": int(self.keys)}, sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes | str | None) -> Watermark | None:
+        """A stored watermark; None when absent or unreadable (either way Redis cannot be trusted for the view)."""
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+            end = datetime.fromisoformat(data["end"])
+            return cls(end if end.tzinfo else end.replace(tzinfo=UTC), int(data["keys"]))
+        except (ValueError, TypeError, KeyError):
+            return None
+
+
+def project_watermarks(project: str, fields: Mapping[bytes | str, bytes | str]) -> dict[str, Watermark | None]:
+    """The watermarks of ``project``'s views in an ``HGETALL MATERIALIZED_KEY`` reply, by view name (None: the
+    field is there but unreadable)."""
+    prefix = materialized_field(project, "")
+    out: dict[str, Watermark | None] = {}
+    for name, value in fields.items():
+        text = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
+        if text.startswith(prefix):
+            out[text[len(prefix):]] = Watermark.decode(value)
+    return out

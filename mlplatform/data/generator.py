@@ -10,13 +10,25 @@ Raw data is laid out in immutable parts, one per period, so new data arrives as 
 
 The base period never depends on whether a drifted period follows, so the same seed always gives the same
 bytes for it.
+
+When the world is: ``--start`` if given (the same ``--start`` and seed always give byte-identical files).
+Without it, a data folder that already holds a world keeps that world's start (its ``raw/manifest.json``), so
+the base period generated today and ``--drift`` generated tomorrow still describe one world; a new folder gets
+a world that ends at the start of today (UTC)::
+
+    start = start of today - (days + drift_days)
+    base period     [start, start + days)                        ends drift_days before today
+    drifted period  [start + days, start + days + drift_days)    ends at the start of today (with --drift)
+
+so on any day the newest data is at most drift_days old (hours old after ``--drift``) and requests stamped now
+read rows inside every view's TTL, instead of rows from a fixed calendar that go stale a month later.
 """
 
 from __future__ import annotations
 
 import io
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,8 +40,8 @@ import pyarrow.parquet as pq
 from mlplatform.data import world
 from mlplatform.errors import ConflictError, InvalidInputError
 from mlplatform.files import write_atomic
+from mlplatform.timeutil import now_utc, start_of_day
 
-DEFAULT_START = datetime(2026, 10, 1, tzinfo=UTC)
 SECONDS_PER_DAY = 86_400
 # Daily activity follows people: fewer transactions at night (UTC), more in the day and evening.
 HOUR_WEIGHTS = np.array(
@@ -40,15 +52,18 @@ HOUR_WEIGHTS = HOUR_WEIGHTS / HOUR_WEIGHTS.sum()
 
 @dataclass(frozen=True)
 class WorldSpec:
-    """What to generate: the same spec (and seed) always gives byte-identical files."""
+    """What to generate: the same spec (and seed) always gives byte-identical files.
+
+    ``start`` None means "the default": the data folder's existing start, else :func:`default_start`."""
 
     customers: int = 2000
     days: int = 28
     seed: int = 7
-    start: datetime = DEFAULT_START
+    start: datetime | None = None
     drift_days: int = 14
 
     def validate(self) -> None:
+        """Refuse sizes the generator cannot honour, naming the option."""
         if self.customers < 10:
             raise InvalidInputError(f"--customers must be at least 10 (got {self.customers})")
         if self.days < 1:
@@ -61,12 +76,34 @@ class WorldSpec:
         return max(40, self.customers // 10)
 
     @property
+    def begin(self) -> datetime:
+        """The start of the base period (the default one if ``start`` is None)."""
+        return self.start if self.start is not None else default_start(self.days, self.drift_days)
+
+    @property
     def base_end(self) -> datetime:
-        return self.start + timedelta(days=self.days)
+        return self.begin + timedelta(days=self.days)
 
     @property
     def drift_end(self) -> datetime:
         return self.base_end + timedelta(days=self.drift_days)
+
+
+def default_start(days: int, drift_days: int, now: datetime | None = None) -> datetime:
+    """The start of a new world: the start of today (UTC) minus ``days + drift_days``, so it ends today."""
+    return start_of_day(now or now_utc()) - timedelta(days=days + drift_days)
+
+
+def resolve_start(spec: WorldSpec, data_dir: Path, now: datetime | None = None) -> WorldSpec:
+    """``spec`` with a concrete start: its own, else the start of the world already in ``data_dir``, else the
+    default (a world ending at the start of today)."""
+    if spec.start is not None:
+        start = spec.start if spec.start.tzinfo else spec.start.replace(tzinfo=UTC)  # naive = UTC
+        return replace(spec, start=start.astimezone(UTC))
+    existing = _manifest_or_none(data_dir)
+    if existing is not None and existing.get("spec", {}).get("start"):
+        return replace(spec, start=datetime.fromisoformat(existing["spec"]["start"]).astimezone(UTC))
+    return replace(spec, start=default_start(spec.days, spec.drift_days, now))
 
 
 @dataclass(frozen=True)
@@ -86,7 +123,7 @@ class Period:
 def periods(spec: WorldSpec) -> list[Period]:
     """The base period and the drifted period after it."""
     return [
-        Period(spec.start, spec.base_end, 0, False),
+        Period(spec.begin, spec.base_end, 0, False),
         Period(spec.base_end, spec.drift_end, 1, True),
     ]
 
@@ -102,7 +139,7 @@ def make_customers(spec: WorldSpec) -> pd.DataFrame:
             "home_country": rng.choice(world.COUNTRIES, size=n, p=world.COUNTRY_WEIGHTS),
             "typical_amount": np.round(np.exp(rng.normal(3.3, 0.6, size=n)), 2),
             "txn_per_day": np.round(rng.gamma(2.0, 1.5, size=n) + 0.2, 3),
-            "event_timestamp": _ts(spec.start) - pd.to_timedelta(signup_days, unit="D"),
+            "event_timestamp": _ts(spec.begin) - pd.to_timedelta(signup_days, unit="D"),
         }
     )
 
@@ -120,7 +157,7 @@ def make_merchants(spec: WorldSpec) -> pd.DataFrame:
             "category": world.CATEGORIES[cat_idx],
             "country": rng.choice(world.COUNTRIES, size=n, p=world.COUNTRY_WEIGHTS),
             "risk": np.round(risk, 4),
-            "event_timestamp": _ts(spec.start) - pd.to_timedelta(onboard_days, unit="D"),
+            "event_timestamp": _ts(spec.begin) - pd.to_timedelta(onboard_days, unit="D"),
         }
     )
 
@@ -236,6 +273,8 @@ class GeneratedPeriod:
 def simulate(spec: WorldSpec, upto: int) -> tuple[pd.DataFrame, pd.DataFrame, list[GeneratedPeriod]]:
     """Simulate periods 0..upto; returns customers, merchants and each period's tables."""
     spec.validate()
+    if spec.start is None:  # fix "today" once, so every table agrees even across midnight
+        spec = replace(spec, start=spec.begin)
     customers = make_customers(spec)
     merchants = make_merchants(spec)
     parts = periods(spec)[: upto + 1]
@@ -300,15 +339,22 @@ def write_immutable(path: Path, payload: bytes) -> str:
         if path.read_bytes() == payload:
             return "unchanged"
         raise ConflictError(
-            f"{path} already exists with different content; raw data is immutable. "
-            "Generate into a new --data-dir (or delete the folder deliberately)."
+            f"{path} already exists with different content; raw data is immutable. Generate into another data "
+            "folder (set MLPLATFORM_DATA_DIR, e.g. MLPLATFORM_DATA_DIR=data2 mlplatform data generate ...), "
+            "or delete this one deliberately."
         )
     write_atomic(path, payload)
     return "written"
 
 
-def generate(spec: WorldSpec, data_dir: Path, drift: bool = False) -> dict[str, str]:
-    """Write the base period (or, with ``drift``, also the drifted period after it). Returns file -> status."""
+def generate(spec: WorldSpec, data_dir: Path, drift: bool = False, now: datetime | None = None) -> dict[str, str]:
+    """Write the base period (or, with ``drift``, also the drifted period after it). Returns file -> status.
+
+    A spec without a start takes the folder's existing one, else a start that makes the world end today
+    (``now`` stands in for the clock in tests)."""
+    spec = resolve_start(spec, data_dir, now)
+    spec.validate()
+    _check_same_world(spec, data_dir)
     upto = 1 if drift else 0
     customers, merchants, parts = simulate(spec, upto)
     raw = data_dir / "raw"
@@ -331,22 +377,71 @@ def generate(spec: WorldSpec, data_dir: Path, drift: bool = False) -> dict[str, 
     written["oracle/merchants.parquet"] = write_immutable(
         data_dir / "oracle" / "merchants.parquet", _parquet_bytes(merchants)
     )
+    new_periods = [
+        {
+            "name": gp.period.name,
+            "start": gp.period.start.isoformat(),
+            "end": gp.period.end.isoformat(),
+            "drifted": gp.period.drifted,
+            "transactions": len(gp.transactions),
+            "labels": len(gp.labels),
+        }
+        for gp in parts
+    ]
+    # Periods generated earlier and not this time (the drifted one, when the base is generated again) stay listed.
+    earlier = (_manifest_or_none(data_dir) or {}).get("periods", [])
+    by_name = {p["name"]: p for p in earlier} | {p["name"]: p for p in new_periods}
     manifest = {
-        "spec": {**asdict(spec), "start": spec.start.isoformat()},
-        "periods": [
-            {
-                "name": gp.period.name,
-                "start": gp.period.start.isoformat(),
-                "end": gp.period.end.isoformat(),
-                "drifted": gp.period.drifted,
-                "transactions": len(gp.transactions),
-                "labels": len(gp.labels),
-            }
-            for gp in parts
-        ],
+        "spec": {**asdict(spec), "start": spec.begin.isoformat()},
+        "periods": sorted(by_name.values(), key=lambda p: p["start"]),
     }
-    (raw / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    write_atomic(raw / "manifest.json", json.dumps(manifest, indent=2))
     return written
+
+
+SPEC_OPTIONS = {"customers": "--customers", "days": "--days", "seed": "--seed", "start": "--start",
+                "drift_days": "--drift-days"}
+
+
+def _check_same_world(spec: WorldSpec, data_dir: Path) -> None:
+    """Refuse to add a different world's files to a folder that already holds one (raw data is immutable)."""
+    existing = (_manifest_or_none(data_dir) or {}).get("spec")
+    if not existing:
+        return
+    wanted = {**asdict(spec), "start": spec.begin.isoformat()}
+    differs = [f"{flag} {wanted[key]} (the folder has {existing.get(key)})" for key, flag in SPEC_OPTIONS.items()
+               if key in existing and _normal(existing[key]) != _normal(wanted[key])]
+    if differs:
+        raise ConflictError(
+            f"{data_dir / 'raw'} already holds another world; raw data is immutable and this one differs in: "
+            + "; ".join(differs)
+            + ". Generate into another data folder (set MLPLATFORM_DATA_DIR, e.g. MLPLATFORM_DATA_DIR=data2), "
+            "or delete this one deliberately."
+        )
+
+
+def _normal(value):
+    """Spec values as comparable: times as UTC datetimes, the rest as they are."""
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value).astimezone(UTC)
+        except ValueError:
+            return value
+    return value
+
+
+def _manifest_or_none(data_dir: Path) -> dict | None:
+    """The folder's raw manifest, None if there is none; a clear conflict if it cannot be read."""
+    path = data_dir / "raw" / "manifest.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConflictError(
+            f"{path} cannot be read ({type(exc).__name__}), so what this folder holds is unknown; generate into "
+            "another data folder (set MLPLATFORM_DATA_DIR) or delete this one deliberately"
+        ) from exc
 
 
 def read_manifest(data_dir: Path) -> dict:

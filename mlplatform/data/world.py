@@ -12,6 +12,9 @@ Fraud probability of a transaction (the oracle, never a feature)::
 Every term is a signal the feature pipelines can learn: bursts (``txn_count_1h``), amounts far above the
 customer's usual (``amount_vs_mean_7d``), foreign merchants at night (``is_foreign``, ``hour_of_day``) and risky
 merchants (``fraud_rate_30d``, from labels already known).
+
+The rule has no calendar: when the world happens is the generator's business (``mlplatform.data.generator``; by
+default the drifted period ends at the start of today, so "now" is always just after the data).
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import shutil
 
 from mlplatform.errors import DefinitionError
@@ -34,7 +36,8 @@ def apply_definitions(settings: Settings, validate: bool = True) -> list:
     try:
         with repo_on_path(repo):
             config = load_repo_config(repo, repo / "feature_store.yaml")
-            apply_total(config, repo, skip_source_validation=False)
+            with contextlib.redirect_stdout(io.StringIO()):  # Feast prints "Deploying infrastructure for ..."
+                apply_total(config, repo, skip_source_validation=False)
     except BaseException as exc:
         if existed:
             backup.replace(registry)

@@ -377,6 +377,54 @@ def latest_rows(view: Any, path: Path, start: datetime, end: datetime) -> pa.Tab
     return table
 
 
+def sample_entity_keys(store: Any, view: Any, end: datetime, size: int) -> list[bytes] | None:
+    """The Redis keys of up to ``size`` entities picked at random among those with a row of ``view`` at or before
+    ``end`` in its Parquet source: where Redis must hold the view's fields. None when this cannot be told (no local
+    Parquet source, join keys this engine does not encode, another key serialization)."""
+    source = view.batch_source
+    types = {c.name: _value_type(c.dtype) for c in view.entity_columns}
+    path_text = getattr(source, "path", None)
+    if (not types or not path_text or "://" in str(path_text) or store.config.entity_key_serialization_version != 3
+            or any(t not in JOIN_KEY_COLUMN_TYPES for t in types.values())):
+        return None
+    path = _source_path(store, source)
+    q = '"{}"'.format
+    keys = ", ".join(q(k) for k in types)
+    not_null = " AND ".join(f"{q(k)} IS NOT NULL" for k in types)
+    sql = (f"SELECT * FROM (SELECT DISTINCT {keys} FROM read_parquet($path) WHERE "
+           f"CAST({q(source.timestamp_field)} AS TIMESTAMP) <= $end AND {not_null}) "
+           f"USING SAMPLE reservoir({int(size)} ROWS)")
+    try:
+        with _duckdb().cursor() as con:
+            con.execute("SET TimeZone = 'UTC'")
+            table = con.sql(sql, params={"path": str(path), "end": end.astimezone(UTC).replace(tzinfo=None)}
+                            ).to_arrow_table()
+    except duckdb.Error:
+        return None
+    if not table.num_rows:
+        return []
+    return encode_entity_keys({k: table.column(k) for k in types}, types, store.project)
+
+
+def count_entities(store: Any, view: Any, end: datetime) -> int:
+    """How many entities have a row of ``view`` at or before ``end`` in its Parquet source (0 if unreadable): the
+    Redis keys that hold the view once it is materialized up to ``end``."""
+    source = view.batch_source
+    keys = [c.name for c in view.entity_columns]
+    if not keys or not getattr(source, "path", None) or "://" in str(source.path):
+        return 0
+    q = '"{}"'.format
+    sql = (f"SELECT count(*) FROM (SELECT DISTINCT {', '.join(q(k) for k in keys)} FROM read_parquet($path) "
+           f"WHERE CAST({q(source.timestamp_field)} AS TIMESTAMP) <= $end)")
+    try:
+        with _duckdb().cursor() as con:
+            con.execute("SET TimeZone = 'UTC'")
+            params = {"path": str(_source_path(store, source)), "end": end.astimezone(UTC).replace(tzinfo=None)}
+            return int(con.execute(sql, params).fetchone()[0])
+    except duckdb.Error:
+        return 0
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Writing
 
@@ -445,18 +493,27 @@ def write_rows(
 
 
 def _client(online: Any) -> Any:
-    """A redis-py client for Feast's Redis connection string (same parsing as Feast's Redis store)."""
-    import redis
+    """A bounded redis-py client for Feast's Redis connection string (same parsing as Feast's Redis store): its
+    timeouts come from the string (feature_store.yaml sets them; else the ``redis_timeout_seconds`` default), no
+    retries, and a paused or lost Redis raises ``RedisUnavailable`` (exit code 5) instead of hanging."""
     from feast.infra.online_stores.redis import RedisOnlineStore
 
+    from mlplatform.settings import Settings
+    from mlplatform.stores import bounded_redis
+
     nodes, kwargs = RedisOnlineStore._parse_connection_string(online.connection_string)
-    return redis.Redis(host=nodes[0]["host"], port=int(nodes[0].get("port", 6379)), **kwargs)
+    timeout = Settings.model_fields["redis_timeout_seconds"].default
+    return bounded_redis(nodes[0]["host"], int(nodes[0].get("port", 6379)), timeout, **kwargs)
 
 
 def materialize_view(
-    store: Any, view: Any, start: datetime, end: datetime, batch: int = DEFAULT_BATCH
+    store: Any, view: Any, start: datetime, end: datetime, batch: int = DEFAULT_BATCH,
+    on_written: Callable[[], None] | None = None,
 ) -> FastViewResult:
-    """Write the latest row per entity in [start, end] of ``view`` to Redis and record the interval in the registry."""
+    """Write the latest row per entity in [start, end] of ``view`` to Redis and record the interval in the registry.
+
+    ``on_written`` runs once every row has landed, before the registry records the interval (``materialize`` writes
+    the view's watermark there, so Redis's watermark is never behind the registry unless Redis lost data)."""
     reason = unsupported_reason(store, view)
     if reason:
         raise InvalidInputError(f"feature view {view.name!r}: {reason}; use the feast engine for it.")
@@ -483,5 +540,7 @@ def materialize_view(
             _client(online), key_args, ts_args, (seconds * 1_000_000_000 + nanos).tolist(), value_args, ts_field,
             dedup=not online.skip_dedup, ttl_seconds=online.key_ttl_seconds, batch=batch,
         )
+    if on_written is not None:
+        on_written()
     store.registry.apply_materialization(view, store.project, start, end, commit=True)
     return FastViewResult(rows=table.num_rows, written=written, skipped_newer=skipped)

@@ -166,6 +166,7 @@ class BuildResult:
     total: dict[str, int]
     since: datetime | None
     until: datetime
+    nothing_new: bool = False  # an incremental build with no raw data past ``since``: no file was touched
 
 
 def raw_watermark(data_dir: Path) -> pd.Timestamp:
@@ -219,11 +220,19 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> None:
         pq.write_table(table, tmp, compression="zstd")
 
 
+def _nothing_new(features_dir: Path, watermark: pd.Timestamp) -> BuildResult:
+    """The result of an incremental build from the end of the raw data: nothing appended, every file untouched."""
+    total = {name: pq.ParquetFile(features_dir / f"{name}.parquet").metadata.num_rows for name in FEATURE_TABLES}
+    return BuildResult({name: 0 for name in FEATURE_TABLES}, total, watermark.to_pydatetime(),
+                       watermark.to_pydatetime(), nothing_new=True)
+
+
 def build_features(data_dir: Path, since: datetime | str | None = None) -> BuildResult:
     """Compute every feature table from raw data; with ``since``, recompute only rows at or after it and append.
 
     ``since="last"`` continues from the previous build's watermark. Rows already stored at or after ``since``
-    are replaced, never duplicated, so running the same build twice changes nothing.
+    are replaced, never duplicated, so running the same build twice changes nothing. When ``since`` is the end of
+    the raw data (nothing new arrived), no file is written at all (``BuildResult.nothing_new``).
     """
     features_dir = data_dir / "features"
     until = raw_watermark(data_dir)
@@ -245,6 +254,9 @@ def build_features(data_dir: Path, since: datetime | str | None = None) -> Build
         )
     if since_ts is not None and any(not (features_dir / f"{t}.parquet").exists() for t in WINDOWED_TABLES):
         raise DataNotFoundError("--since needs an earlier full build; run `mlplatform features build` first.")
+    if since_ts is not None and since_ts == until and all((features_dir / f"{t}.parquet").exists()
+                                                         for t in FEATURE_TABLES):
+        return _nothing_new(features_dir, since_ts)
 
     appended: dict[str, int] = {}
     total: dict[str, int] = {}
@@ -257,6 +269,8 @@ def build_features(data_dir: Path, since: datetime | str | None = None) -> Build
             if name in PROFILE_TABLES or since_ts is None:
                 table = _normalise(compute_table(con, name, data_dir, None, until))
                 appended[name] = table.num_rows
+                if since_ts is not None and path.exists():  # recomputed whole: only rows beyond the old ones are new
+                    appended[name] = max(0, table.num_rows - pq.ParquetFile(path).metadata.num_rows)
             else:
                 new = _normalise(compute_table(con, name, data_dir, since_ts, until))
                 old = pq.read_table(path)

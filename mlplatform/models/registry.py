@@ -9,6 +9,8 @@ under ``settings.layout.models_path`` (default ``<data_dir>/models``)::
     artifacts/<run_id>/artifacts/training_stats.json  per-feature statistics of the training data (skew checks)
     artifacts/<run_id>/artifacts/training_set.parquet the training set the model was built from
     registry.lock / promotion.lock              inter-process locks
+    promotion.intent.json                       the last alias change of a promotion or rollback, written ahead
+                                                (pending until applied and audited; see mlplatform.models.promotion)
 
 A version becomes visible only once every file of it is written: artifacts first, then the registry entry.
 Serving, monitoring and batch scoring use this module only; they never import training code.
@@ -19,17 +21,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
+import sqlite3
 import tempfile
-from dataclasses import dataclass, field
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from mlplatform.errors import DataNotFoundError, InvalidInputError, RegistryError
-from mlplatform.files import json_default
+from mlplatform.files import TMP_SUFFIX, json_default, write_json_atomic
 from mlplatform.models.locks import file_lock
 from mlplatform.settings import Settings
 
@@ -46,6 +53,8 @@ CARD_FILE = "model_card.json"
 STATS_FILE = "training_stats.json"
 TRAINING_SET_FILE = "training_set.parquet"
 PIP_REQUIREMENTS = ["xgboost-cpu==3.2.0"]
+INTENT_FILE = "promotion.intent.json"
+PENDING, DONE = "pending", "done"
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,55 @@ class ModelVersion:
         return GOLDEN in self.aliases
 
 
+@dataclass(frozen=True)
+class AliasChange:
+    """One promotion's or rollback's alias change and the audit record that completes it, journaled before it applies.
+
+    ``set`` maps alias -> version; ``unset`` lists aliases to delete; ``unset_if`` deletes an alias only while it
+    still points at the given version (the challenger just promoted, which training may have moved meanwhile).
+    ``record`` holds the audit record's action, target, details, reason and actor.
+    """
+
+    id: str
+    action: str
+    set: dict[str, int]
+    unset: list[str]
+    unset_if: dict[str, int]
+    record: dict
+    written_at: str
+    state: str = PENDING
+
+    @classmethod
+    def new(cls, action: str, record: dict, set: dict[str, int], unset: list[str] | None = None,  # noqa: A002
+            unset_if: dict[str, int] | None = None) -> AliasChange:
+        """A fresh pending change with its own id."""
+        return cls(id=uuid.uuid4().hex, action=action, set={a: int(v) for a, v in set.items()},
+                   unset=list(unset or []), unset_if={a: int(v) for a, v in (unset_if or {}).items()},
+                   record=record, written_at=datetime.now(UTC).isoformat())
+
+    @property
+    def pending(self) -> bool:
+        return self.state == PENDING
+
+    def applied_to(self, aliases: dict[str, int]) -> dict[str, int]:
+        """``aliases`` (alias -> version) as they are once this change is applied (pure)."""
+        out = dict(aliases)
+        out.update(self.set)
+        for alias in self.unset:
+            out.pop(alias, None)
+        for alias, version in self.unset_if.items():
+            if out.get(alias) == version:
+                out.pop(alias)
+        return out
+
+
+def _change_from_json(data: dict) -> AliasChange:
+    return AliasChange(id=str(data["id"]), action=str(data["action"]),
+                       set={str(a): int(v) for a, v in data["set"].items()}, unset=[str(a) for a in data["unset"]],
+                       unset_if={str(a): int(v) for a, v in data["unset_if"].items()}, record=dict(data["record"]),
+                       written_at=str(data["written_at"]), state=str(data["state"]))
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -101,7 +159,7 @@ class ModelRegistry:
         self.artifact_root = self.root / "artifacts"
         self.db_path = self.root / "mlflow.db"
         self.lock_path = self.root / "registry.lock"
-        self.audit_path = self.root / "audit.jsonl"
+        self.intent_path = self.root / INTENT_FILE
 
     # --- MLflow plumbing --------------------------------------------------------------------------------------
     @cached_property
@@ -116,6 +174,20 @@ class ModelRegistry:
         with file_lock(self.lock_path):  # the first open creates and migrates the database
             client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         return client
+
+    def _read_db(self, sql: str, params: tuple) -> list[tuple] | None:
+        """Rows of a read-only query on MLflow's SQLite file, without loading MLflow (importing it and opening a
+        client takes seconds, more than a listing needs); None if the file does not have the schema expected."""
+        try:
+            con = sqlite3.connect(f"{self.db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+        except sqlite3.Error:
+            return None
+        try:
+            return con.execute(sql, params).fetchall()
+        except sqlite3.Error:
+            return None
+        finally:
+            con.close()
 
     def _experiment_id(self) -> str:
         exp = self.client.get_experiment_by_name(EXPERIMENT)
@@ -133,11 +205,32 @@ class ModelRegistry:
             self.client.create_registered_model(self.name, description="Card-fraud model (mlplatform).")
 
     def _aliases(self) -> dict[str, int]:
-        """alias -> version for the registered model ({} if nothing is registered yet)."""
-        from mlflow.exceptions import MlflowException
+        """alias -> version as committed: MLflow's aliases with a journaled, not yet applied change laid over them.
 
+        The journal is read before and after the database, so a change applied meanwhile is never seen half-way."""
+        for _ in range(5):
+            first = self.read_intent()
+            aliases = self.db_aliases()
+            last = self.read_intent()
+            first_id, last_id = (first.id if first else None), (last.id if last else None)
+            if last is not None and last.pending:
+                if first is not None and first.pending and first_id != last_id:
+                    aliases = first.applied_to(aliases)  # it finished while we read, and the next one began
+                return last.applied_to(aliases)
+            if first_id == last_id:
+                return first.applied_to(aliases) if first is not None and first.pending else aliases
+            # a change finished while we read (the database may have been half-way): read again
+        return aliases
+
+    def db_aliases(self) -> dict[str, int]:
+        """alias -> version exactly as MLflow's database holds them ({} if nothing is registered yet)."""
         if not self.db_path.exists():
             return {}
+        rows = self._read_db("SELECT alias, version FROM registered_model_aliases WHERE name = ?", (self.name,))
+        if rows is not None:
+            return {str(alias): int(v) for alias, v in rows}
+        from mlflow.exceptions import MlflowException
+
         try:
             aliases = self.client.get_registered_model(self.name).aliases
         except MlflowException:
@@ -234,10 +327,66 @@ class ModelRegistry:
 
     def delete_alias(self, alias: str) -> None:
         """Remove ``alias`` if it is set."""
-        if alias not in self._aliases():
+        if alias not in self.db_aliases():
             return
         with file_lock(self.lock_path):
             self.client.delete_registered_model_alias(self.name, alias)
+
+    # --- alias changes of the promotion gate: written ahead, then applied (see mlplatform.models.promotion) ------
+    def read_intent(self) -> AliasChange | None:
+        """The last journaled alias change (pending or done), or None; RegistryError if the journal is unreadable."""
+        try:
+            text = self.intent_path.read_text()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise RegistryError(f"cannot read the promotion journal {self.intent_path}: {exc}") from exc
+        try:
+            return _change_from_json(json.loads(text))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise RegistryError(
+                f"the promotion journal {self.intent_path} is corrupt ({exc}); compare `mlplatform models list` "
+                "with `mlplatform audit --action '*'`, fix the aliases, then delete the file"
+            ) from exc
+
+    def pending_change(self) -> AliasChange | None:
+        """A journaled alias change not yet applied and audited (its process died), or None."""
+        change = self.read_intent()
+        return change if change is not None and change.pending else None
+
+    def write_intent(self, change: AliasChange) -> None:
+        """Journal ``change`` durably (atomic replace, file and folder fsynced): from here on it will complete."""
+        try:
+            write_json_atomic(self.intent_path, asdict(change))
+            fd = os.open(self.intent_path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise RegistryError(f"cannot write the promotion journal {self.intent_path}: {exc}") from exc
+
+    def remove_stale_intent_files(self) -> None:
+        """Delete temporary journal files a process killed mid-write left (call only under the promotion lock)."""
+        for tmp in self.root.glob(f".{INTENT_FILE}.*{TMP_SUFFIX}"):
+            tmp.unlink(missing_ok=True)
+
+    def apply_change(self, change: AliasChange, after_each: Callable[[str], None] | None = None) -> None:
+        """Move MLflow's aliases to ``change``'s target; idempotent (an alias already right is not written).
+
+        ``after_each(alias)`` runs after each alias of ``change.set`` and each deletion (a crash test's kill point)."""
+        current = self.db_aliases()
+        target = change.applied_to(current)
+        for alias, version in change.set.items():
+            if current.get(alias) != version:
+                self.set_alias(alias, version)
+            if after_each is not None:
+                after_each(alias)
+        for alias in sorted(set(current) - set(target)):
+            with file_lock(self.lock_path):
+                self.client.delete_registered_model_alias(self.name, alias)
+            if after_each is not None:
+                after_each(alias)
 
     # --- reading ----------------------------------------------------------------------------------------------
     def _from_mlflow(self, mv, aliases: dict[str, int]) -> ModelVersion:
@@ -283,7 +432,14 @@ class ModelRegistry:
         """Every registered version, oldest first."""
         if not self.db_path.exists():
             return []
-        found = self.client.search_model_versions(f"name = '{self.name}'")
+        rows = self._read_db(
+            "SELECT version, source, run_id FROM model_versions WHERE name = ? AND current_stage != ?",
+            (self.name, "Deleted_Internal"),  # MLflow's own filter for deleted versions
+        )
+        if rows is None:
+            found = self.client.search_model_versions(f"name = '{self.name}'")
+        else:
+            found = [SimpleNamespace(version=str(v), source=source, run_id=run_id) for v, source, run_id in rows]
         aliases = self._aliases()
         return sorted((self._from_mlflow(mv, aliases) for mv in found), key=lambda m: m.version)
 

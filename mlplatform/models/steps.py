@@ -12,9 +12,10 @@ from mlplatform.steps import register_step
 def promotion_gate_step(settings: Settings, reason: str = "pipeline promotion gate",
                         channel: str = "pipeline") -> dict[str, Any]:
     """The challenger becomes golden only if it passes the gate (mlplatform.models.promotion)."""
-    from mlplatform.models.promotion import promote_model
+    from mlplatform.models.promotion import promote_model, recover_pending
     from mlplatform.models.registry import CHALLENGER, ModelRegistry
 
+    recover_pending(settings)  # a promotion killed earlier completes first (its alias change and its record)
     registry = ModelRegistry(settings)
     challenger = registry.with_alias(CHALLENGER)
     if not challenger:

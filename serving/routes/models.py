@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Path
 
 from mlplatform.errors import ConflictError
 from serving.deps import AdminDep, ContextDep
@@ -12,6 +13,8 @@ from serving.model_pool import LoadedModel
 from serving.schemas import ModelsResponse, ModelState, PromoteRequest, PromoteResponse
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
+MAX_VERSION = 2**31 - 1  # model versions are 32-bit integers in MLflow's registry tables
+VersionP = Annotated[int, Path(ge=1, le=MAX_VERSION, description="A registered model version.")]
 
 
 def _state(role: str, m: LoadedModel | None) -> ModelState | None:
@@ -29,7 +32,7 @@ async def list_models(ctx: ContextDep) -> ModelsResponse:
 
 
 @router.post("/{version}/promote", response_model=PromoteResponse, dependencies=[AdminDep])
-async def promote(version: int, ctx: ContextDep, body: PromoteRequest | None = Body(None)) -> PromoteResponse:
+async def promote(version: VersionP, ctx: ContextDep, body: PromoteRequest | None = Body(None)) -> PromoteResponse:
     """Promote ``version`` to golden through the registry, then swap it in once it is warm."""
     from mlplatform.models.promotion import promote_model
 

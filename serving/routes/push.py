@@ -1,12 +1,20 @@
-"""POST /v1/push (admin): write fresh stream features through Feast's push API."""
+"""POST /v1/push (admin): write fresh stream features through Feast's push API.
+
+Feast's Redis client is synchronous: pushes run in a small bounded pool of their own (``ctx.push_executor``), never
+on the default executor /readyz and the shutdown flush use, and its calls time out after
+``serving_redis_timeout_seconds`` (503). Event times later than ``now + serving_max_clock_skew`` are refused (422)
+before anything is written.
+"""
 
 from __future__ import annotations
 
-import asyncio
+from datetime import UTC, datetime
 
 from fastapi import APIRouter
 
-from mlplatform.errors import DataNotFoundError, InvalidInputError, OnlineStoreUnavailable
+from mlplatform.errors import DataNotFoundError, InvalidInputError
+from mlplatform.features.online import check_event_times, to_event_times
+from mlplatform.stores import redis_errors
 from serving.deps import AdminDep, ContextDep
 from serving.schemas import PushRequest, PushResponse
 
@@ -15,7 +23,6 @@ router = APIRouter(prefix="/v1", tags=["push"])
 
 def _push(ctx, body: PushRequest) -> int:
     import pandas as pd
-    import redis
     from feast.data_source import PushMode, PushSource
 
     store = ctx.store
@@ -35,26 +42,20 @@ def _push(ctx, body: PushRequest) -> int:
     absent = sorted(required - set(frame.columns))
     if absent:
         raise InvalidInputError(f"rows: every row needs {', '.join(absent)} for push source {source.name!r}")
-    for col in {ts_field, source.batch_source.created_timestamp_column} - {None, ""}:
-        if col not in frame.columns:
-            frame[col] = frame[ts_field]
-        try:
-            values = frame[col]
-            numeric = pd.api.types.is_numeric_dtype(values)
-            frame[col] = pd.to_datetime(values, unit="s" if numeric else None, utc=True)
-        except (ValueError, TypeError) as exc:
-            raise InvalidInputError(f"rows.{col}: not a time (ISO-8601 or unix seconds): {exc}") from exc
+    time_columns = [ts_field, *sorted({source.batch_source.created_timestamp_column} - {None, "", ts_field})]
+    for col in time_columns:  # the event time first: an absent created time copies it
+        frame[col] = to_event_times(frame[col], col) if col in frame.columns else frame[ts_field]
+    check_event_times(frame, time_columns, datetime.now(UTC), ctx.settings.serving_max_clock_skew)
     mode = {"online": PushMode.ONLINE, "offline": PushMode.OFFLINE,
             "online_and_offline": PushMode.ONLINE_AND_OFFLINE}[body.to]
-    try:
+    s = ctx.settings
+    with redis_errors(s.redis_addr, "did not accept the push", s.serving_redis_timeout_seconds):
         store.push(source.name, frame, to=mode)
-    except redis.RedisError as exc:
-        raise OnlineStoreUnavailable(f"the online store did not accept the push ({type(exc).__name__})") from exc
     return len(frame)
 
 
 @router.post("/push", response_model=PushResponse, dependencies=[AdminDep])
 async def push(body: PushRequest, ctx: ContextDep) -> PushResponse:
     """Write rows of fresh features for ``push_source`` into the online (and/or offline) store."""
-    n = await asyncio.to_thread(_push, ctx, body)
+    n = await ctx.push_executor.run(_push, ctx, body)
     return PushResponse(push_source=body.push_source, rows=n, to=body.to)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -101,3 +102,95 @@ def test_drift_shifts_the_documented_signals_only(world_dir):
     rate_before = len(before) / SMALL_WORLD.days
     rate_after = len(after) / SMALL_WORLD.drift_days
     assert 0.85 < rate_after / rate_before < 1.15
+
+
+# --- when the world is: a default world ends at the start of today -----------------------------------------------
+def _periods(folder) -> list[dict]:
+    import json
+
+    return json.loads((folder / "raw" / "manifest.json").read_text())["periods"]
+
+
+def _midnight(when: datetime) -> datetime:
+    return datetime(when.year, when.month, when.day, tzinfo=UTC)
+
+
+def test_default_world_ends_at_the_start_of_today(tmp_path):
+    before = datetime.now(UTC)
+    generate(replace(SMALL_WORLD, start=None), tmp_path, drift=True)
+    after = datetime.now(UTC)
+    base, drifted = _periods(tmp_path)
+    end = datetime.fromisoformat(drifted["end"])
+    assert end in {_midnight(before), _midnight(after)}  # the run may cross midnight
+    assert datetime.fromisoformat(base["end"]) == end - timedelta(days=SMALL_WORLD.drift_days)
+    assert datetime.fromisoformat(base["start"]) == end - timedelta(days=SMALL_WORLD.days + SMALL_WORLD.drift_days)
+    # the data itself reaches the last day before today: what a request stamped now sees is hours old, not months
+    tx = pd.read_parquet(tmp_path / "raw" / "transactions")
+    newest = tx["event_timestamp"].max()
+    assert pd.Timestamp(end) - pd.Timedelta(days=1) <= newest < pd.Timestamp(end)
+
+
+def test_default_world_is_fixed_by_the_day_it_is_made(tmp_path):
+    """Same day (any time of it) -> the same bytes; a world made on another day moves with it."""
+    morning, evening = datetime(2031, 5, 7, 0, 0, 1, tzinfo=UTC), datetime(2031, 5, 7, 23, 59, tzinfo=UTC)
+    generate(replace(SMALL_WORLD, start=None), tmp_path / "a", drift=True, now=morning)
+    generate(replace(SMALL_WORLD, start=None), tmp_path / "b", drift=True, now=evening)
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    explicit = datetime(2031, 5, 7, tzinfo=UTC) - timedelta(days=SMALL_WORLD.days + SMALL_WORLD.drift_days)
+    generate(replace(SMALL_WORLD, start=explicit), tmp_path / "c", drift=True)
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "c")  # the default is just that --start
+    assert _periods(tmp_path / "a")[-1]["end"] == "2031-05-07T00:00:00+00:00"
+
+
+def test_existing_folder_keeps_its_start(tmp_path):
+    """Base generated one day, --drift a week later into the same folder: one world, not a conflict."""
+    day1, day8 = datetime(2031, 5, 7, 9, tzinfo=UTC), datetime(2031, 5, 14, 9, tzinfo=UTC)
+    generate(replace(SMALL_WORLD, start=None), tmp_path / "w", now=day1)
+    status = generate(replace(SMALL_WORLD, start=None), tmp_path / "w", drift=True, now=day8)
+    assert status["raw/customers.parquet"] == "unchanged"
+    base, drifted = _periods(tmp_path / "w")
+    assert drifted["end"] == "2031-05-07T00:00:00+00:00"  # day 1's world, not day 8's
+    generate(replace(SMALL_WORLD, start=None), tmp_path / "fresh", drift=True, now=day1)
+    assert _digest(tmp_path / "w") == _digest(tmp_path / "fresh")
+
+
+def test_base_again_after_drift_keeps_the_drifted_period_listed(tmp_path):
+    generate(SMALL_WORLD, tmp_path, drift=True)
+    generate(SMALL_WORLD, tmp_path)
+    assert [p["drifted"] for p in _periods(tmp_path)] == [False, True]
+
+
+def test_another_world_in_the_same_folder_is_refused_by_name(tmp_path):
+    generate(SMALL_WORLD, tmp_path)
+    for change, flag in ((dict(days=SMALL_WORLD.days + 1), "--days"), (dict(drift_days=9), "--drift-days"),
+                         (dict(start=SMALL_WORLD.start + timedelta(days=1)), "--start")):
+        with pytest.raises(ConflictError, match=flag) as err:
+            generate(replace(SMALL_WORLD, **change), tmp_path, drift=True)
+        assert "MLPLATFORM_DATA_DIR" in str(err.value)
+    assert len(_periods(tmp_path)) == 1 and len(list((tmp_path / "raw" / "transactions").iterdir())) == 1
+
+
+def test_cli_generate_relative_start_and_the_folder_hint(tmp_path, cli):
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path)
+    before = datetime.now(UTC)
+    ok = cli(settings, ["data", "generate", "--customers", "20", "--days", "3", "--drift-days", "2",
+                        "--start", "today-5d", "--drift"])
+    assert ok.exit_code == 0, ok.output
+    end = datetime.fromisoformat(_periods(tmp_path)[-1]["end"])
+    assert end in {_midnight(before), _midnight(datetime.now(UTC))}
+    again = cli(settings, ["data", "generate", "--customers", "20", "--days", "3", "--drift-days", "2", "--drift"])
+    assert again.exit_code == 0, again.output  # no --start: the folder's start, so nothing differs
+    clash = cli(settings, ["data", "generate", "--customers", "20", "--days", "3", "--seed", "8"])
+    assert clash.exit_code == 6
+    text = " ".join(clash.output.split())
+    assert "MLPLATFORM_DATA_DIR" in text and "--data-dir" not in text and "--seed" in text
+
+
+def test_immutable_file_message_names_the_setting(tmp_path):
+    generate(SMALL_WORLD, tmp_path)
+    (tmp_path / "raw" / "manifest.json").unlink()  # files without their manifest: the last line of defence
+    with pytest.raises(ConflictError, match="immutable") as err:
+        generate(replace(SMALL_WORLD, seed=99), tmp_path)
+    assert "MLPLATFORM_DATA_DIR" in str(err.value) and "--data-dir" not in str(err.value)

@@ -89,6 +89,13 @@ def test_retrain_request_is_what_trainings_hook_reads(drift_world, tmp_path):
     assert "monitoring asked" not in before.reason
     result = CheckResult([PartOutcome("skew", "breach", "", ["skew: 7/16 features drifted"])], {"start": "", "end": ""})
     out = request_retrain(settings, result, launch=False)
-    decision = check_retrain(settings, as_of=pd.Timestamp(DRIFT_WORLD.drift_end))
-    assert decision.retrain and "monitoring asked for it" in decision.reason and "7/16" in decision.reason
     assert out["request"].endswith("monitoring/retrain_request.json")
+    # training reads the request; by default it still needs new labels since the golden's training set (none here:
+    # this golden records no as-of, so it counts from its registration, after every label of the world)
+    waiting = check_retrain(settings, as_of=pd.Timestamp(DRIFT_WORLD.drift_end))
+    assert not waiting.retrain and waiting.request_pending and waiting.new_labels == 0
+    assert "monitoring asked" in waiting.reason and "7/16" in waiting.reason
+    assert "but only 0 new labels" in waiting.reason
+    any_request = settings.model_copy(update={"retrain_min_new_labels_on_request": 0})  # 0: every request retrains
+    decision = check_retrain(any_request, as_of=pd.Timestamp(DRIFT_WORLD.drift_end))
+    assert decision.retrain and "monitoring asked for it" in decision.reason and "7/16" in decision.reason

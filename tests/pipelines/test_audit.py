@@ -69,7 +69,8 @@ def test_filters_and_cli(tmp_path, cli):
     record(settings, "apply", "registry", details={"feature_views": ["a"]})
     record(settings, "promote", "model fraud v2", reason="beats v1", actor="bob")
     record(settings, "rollback", "model fraud v1", reason="bad latency")
-    assert [r.action for r in list_records(settings, action="promote")] == ["promote"]
+    assert [r.action for r in list_records(settings, action="=promote")] == ["promote"]
+    assert [r.action for r in list_records(settings, action="promote")] == ["promote", "rollback"]  # the family
     assert [r.actor for r in list_records(settings, actor="alice")] == ["alice", "alice"]
     assert [r.action for r in list_records(settings, limit=2)] == ["promote", "rollback"]
     future = datetime.now(UTC) + timedelta(hours=1)
@@ -77,9 +78,137 @@ def test_filters_and_cli(tmp_path, cli):
     rec = list_records(settings, action="rollback")[0]
     assert rec.reason == "bad latency" and rec.target == "model fraud v1" and rec.time.endswith("Z")
 
-    out = cli(settings, ["audit", "--action", "promote", "--json"])
+    out = cli(settings, ["audit", "--action", "=promote", "--json"])
     assert out.exit_code == 0, out.output
     (line,) = out.output.strip().splitlines()
     assert json.loads(line)["actor"] == "bob"
     bad = cli(settings, ["audit", "--since", "not-a-time"])
     assert bad.exit_code == 2 and "Traceback" not in bad.output
+
+
+# --- families, channels, old records ------------------------------------------------------------------------------
+PROMOTION_FAMILY = ["promote", "force_promote", "promote_refused", "rollback"]
+
+
+def test_action_families_patterns_and_exact_names(tmp_path, cli):
+    settings = make_settings(tmp_path, actor="ops")
+    for action in ["apply", "promote", "materialize", "force_promote", "promote_refused", "rollback", "train"]:
+        record(settings, action, f"target {action}")
+    assert [r.action for r in list_records(settings, action="promote")] == PROMOTION_FAMILY
+    assert [r.action for r in list_records(settings, action="=promote")] == ["promote"]
+    assert [r.action for r in list_records(settings, action="*promote*")] == [
+        "promote", "force_promote", "promote_refused"]
+    assert [r.action for r in list_records(settings, action="rollback")] == ["rollback"]
+    out = cli(settings, ["audit", "--action", "promote", "--json"])
+    assert out.exit_code == 0, out.output
+    assert [json.loads(line)["action"] for line in out.output.splitlines()] == PROMOTION_FAMILY
+    helptext = " ".join(cli(settings, ["audit", "--help"]).output.split())
+    assert "promote, force_promote, promote_refused and rollback" in helptext and "--channel" in helptext
+
+
+def test_channel_is_its_own_field_apart_from_the_actor(tmp_path, cli):
+    from mlplatform.audit import acting_for
+
+    settings = make_settings(tmp_path, actor="alice")
+    record(settings, "apply", "registry")  # a plain command
+    with acting_for(reason="pipeline daily run 1a2b", channel="pipeline"):
+        record(settings, "materialize", "redis")
+        record(settings, "promote", "model fraud v3", details={"channel": "monitoring"})  # the caller said how
+    record(settings, "rollback", "model fraud v2", channel="api", actor="svc-deploy")
+    got = [(r.action, r.actor, r.channel, r.reason) for r in list_records(settings)]
+    assert got == [("apply", "alice", "cli", None),
+                   ("materialize", "alice", "pipeline", "pipeline daily run 1a2b"),
+                   ("promote", "alice", "monitoring", "pipeline daily run 1a2b"),
+                   ("rollback", "svc-deploy", "api", None)]
+    rows, _ = read_jsonl(audit_path(settings))
+    assert [r["channel"] for r in rows] == ["cli", "pipeline", "monitoring", "api"]  # on disk, not derived
+
+    assert [r.action for r in list_records(settings, channel="pipeline")] == ["materialize"]
+    assert [r.action for r in list_records(settings, actor="alice", channel="cli")] == ["apply"]
+    out = cli(settings, ["audit", "--channel", "api", "--json"])
+    assert out.exit_code == 0 and [json.loads(x)["action"] for x in out.output.splitlines()] == ["rollback"]
+    table = cli(settings, ["audit"])
+    assert table.exit_code == 0 and "channel" in table.output and "monitoring" in table.output
+
+
+def test_records_written_before_channels_still_read(tmp_path, cli):
+    settings = make_settings(tmp_path)
+    path = audit_path(settings)
+    path.parent.mkdir(parents=True)
+    old = [
+        {"time": "2026-10-30T10:00:00.000000Z", "actor": "cli", "action": "promote", "target": "model fraud v2",
+         "details": {"version": 2, "channel": "cli"}, "reason": None},
+        {"time": "2026-10-30T11:00:00.000000Z", "actor": "bob", "action": "apply", "target": "registry",
+         "details": {}, "reason": None},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in old))
+    recs = list_records(settings)
+    assert [(r.action, r.channel) for r in recs] == [("promote", "cli"), ("apply", None)]
+    assert [r.action for r in list_records(settings, channel="cli")] == ["promote"]
+    out = cli(settings, ["audit", "--json"])
+    assert out.exit_code == 0 and [json.loads(x)["channel"] for x in out.output.splitlines()] == ["cli", None]
+
+
+# --- real promotions, refusals and rollbacks: who, through which channel -------------------------------------------
+def _register_tiny(settings, registry, rows: int, seed: int) -> int:
+    """A tiny XGBoost model over two synthetic features with a held-out set of ``rows`` rows (the gate's data)."""
+    import numpy as np
+    import pandas as pd
+    import xgboost as xgb
+
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"x1": rng.normal(size=rows), "x2": rng.normal(size=rows)})
+    frame["is_fraud"] = (frame["x1"] + rng.normal(scale=0.7, size=rows) > 1.0).astype(np.int8)
+    frame["event_timestamp"] = pd.date_range("2026-10-01", periods=rows, freq="h", tz="UTC")
+    frame["amount"] = 10.0  # the behavioural suite reads it; the model does not
+    frame["split"] = "test"
+    booster = xgb.train({"objective": "binary:logistic", "max_depth": 2, "seed": seed, "nthread": 1},
+                        xgb.DMatrix(frame[["x1", "x2"]].to_numpy(), label=frame["is_fraud"]), num_boost_round=10)
+    path = settings.data_path / f"train-{seed}.parquet"
+    frame.to_parquet(path)
+    mv = registry.register(booster, feature_names=["x1", "x2"], feature_types=["float", "float"],
+                           feature_service="tiny", metrics={}, params={}, lineage={"fingerprint": f"fp{seed}"},
+                           training_set_path=path)
+    return mv.version
+
+
+def test_promotions_record_who_and_which_channel(tmp_path, cli):
+    """`MLPLATFORM_ACTOR=alice mlplatform models promote` is found by `audit --actor alice`; refusals, forced
+    promotions and rollbacks are in the promote family; pipeline and monitoring gates say so in `channel`."""
+    import mlplatform.models.steps  # noqa: F401 - registers promotion.gate
+    from mlplatform.audit import acting_for
+    from mlplatform.models.registry import ModelRegistry
+    from mlplatform.steps import run_step
+
+    settings = make_settings(tmp_path, actor="alice", models_dir=tmp_path / "models")
+    registry = ModelRegistry(settings)
+    good = _register_tiny(settings, registry, 400, 1)
+    small = _register_tiny(settings, registry, 40, 2)  # too few held-out rows: the gate must refuse it
+
+    assert cli(settings, ["models", "promote", str(good)]).exit_code == 0
+    refused = cli(settings, ["models", "promote", str(small)])
+    assert refused.exit_code == 1 and "refused" in refused.output
+    assert cli(settings, ["models", "promote", str(small), "--force", "--reason", "drill"]).exit_code == 0
+    assert cli(settings, ["models", "rollback", "--reason", "undo drill"]).exit_code == 0
+    bob = make_settings(tmp_path, actor="bob", models_dir=tmp_path / "models")
+    registry.set_alias("challenger", small)
+    with acting_for(reason="pipeline daily run 77"):
+        assert run_step("promotion.gate", bob)["action"] == "refused"
+    assert run_step("promotion.gate", bob, reason="monitoring breach: drift", channel="monitoring")["action"] == (
+        "refused")
+
+    recs = list_records(settings, action="promote")
+    assert [(r.action, r.actor, r.channel) for r in recs] == [
+        ("promote", "alice", "cli"), ("promote_refused", "alice", "cli"), ("force_promote", "alice", "cli"),
+        ("rollback", "alice", "cli"), ("promote_refused", "bob", "pipeline"), ("promote_refused", "bob", "monitoring"),
+    ]
+    assert recs[2].reason == "drill" and recs[5].reason == "monitoring breach: drift"
+    assert registry.golden().version == good  # the refusals changed nothing
+
+    out = cli(settings, ["audit", "--actor", "alice", "--json"])
+    assert out.exit_code == 0
+    assert [json.loads(x)["action"] for x in out.output.splitlines()] == [
+        "promote", "promote_refused", "force_promote", "rollback"]
+    refusals = cli(settings, ["audit", "--action", "promote_refused", "--channel", "monitoring", "--json"])
+    (line,) = refusals.output.splitlines()
+    assert json.loads(line)["actor"] == "bob" and json.loads(line)["target"] == f"model fraud v{small}"

@@ -33,7 +33,8 @@ def test_output_carries_model_service_and_run(scoring_world, scored):
     result, scores = scored
     tx = window_transactions(w)
     assert result.rows == len(tx) > 100 and result.chunks > 1
-    assert sorted(scores["transaction_id"]) == sorted(tx["transaction_id"].astype(str))
+    assert scores["transaction_id"].dtype == "int64" == tx["transaction_id"].dtype  # as raw data has them
+    assert sorted(scores["transaction_id"]) == sorted(tx["transaction_id"])
     assert set(scores["model_version"]) == {w.version} and set(scores["feature_service"]) == {"fraud_model_v1"}
     assert set(scores["run_id"]) == {result.run_id} and set(scores["model_name"]) == {"fraud"}
     meta = read_scores_metadata(result.path)
@@ -54,7 +55,7 @@ def test_scores_equal_booster_on_brute_force_features(scoring_world, scored):
     ts = tx["event_timestamp"].dt.tz_convert("UTC")
     entity = pd.DataFrame(
         {
-            "row_id": tx["transaction_id"].astype(str).to_numpy(),
+            "row_id": tx["transaction_id"].to_numpy(),
             "customer_id": tx["customer_id"].to_numpy(),
             "merchant_id": tx["merchant_id"].to_numpy(),
             "amount": tx["amount"].to_numpy(dtype=float),
@@ -68,7 +69,7 @@ def test_scores_equal_booster_on_brute_force_features(scoring_world, scored):
     )
     booster = ModelRegistry(w.settings).load_booster(w.version)
     X = frame[w.feature_names].apply(pd.to_numeric, errors="coerce").astype("float64").to_numpy()
-    expected = pd.Series(booster.inplace_predict(X), index=frame["row_id"].astype(str))
+    expected = pd.Series(booster.inplace_predict(X), index=frame["row_id"].astype("int64"))
     got = scores.set_index("transaction_id")["score"]
     diff = np.abs(got.loc[expected.index].to_numpy() - expected.to_numpy())
     assert diff.max() < 1e-6, f"{(diff >= 1e-6).sum()} of {len(diff)} scores differ from the oracle"
@@ -111,7 +112,7 @@ def test_scores_equal_online_service_replayed_at_the_same_times(scoring_world, s
             assert answer.status_code == 200, answer.text
             body = answer.json()
             assert body["model"]["version"] == w.version and not body["fallback"], body
-            online[str(row.transaction_id)] = body["score"]
+            online[int(row.transaction_id)] = body["score"]
     batch = scores.set_index("transaction_id")["score"]
     diffs = {tid: abs(batch[tid] - s) for tid, s in online.items()}
     assert max(diffs.values()) < 1e-6, {k: v for k, v in diffs.items() if v >= 1e-6}

@@ -35,8 +35,8 @@ def client(serving_settings, trained_models, live_server):
 def test_malformed_bodies_get_422_naming_the_field(client, body, field):
     r = client.post("/v1/predict", json=body)
     assert r.status_code == 422
-    locs = [e["loc"] for e in r.json()["detail"]]
-    assert any(field in loc for loc in locs), locs
+    fields = [f["field"] for f in r.json()["fields"]]
+    assert any(field in f.split(".") for f in fields), fields
     assert "Traceback" not in r.text
 
 
@@ -44,7 +44,7 @@ def test_not_json_oversized_batch_and_body(client):
     r = client.post("/v1/predict", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 422 and "Traceback" not in r.text
     r = client.post("/v1/predict/batch", json={"transactions": [GOOD] * 6})
-    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "transactions"]
+    assert r.status_code == 422 and r.json()["fields"][0]["field"] == "body.transactions"
     assert "at most 5" in r.json()["detail"][0]["msg"]
     r = client.post("/v1/predict/batch", json={"transactions": [GOOD] * 5})
     assert r.status_code == 200 and len(r.json()["predictions"]) == 5

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 import pytest
 
 from mlplatform.errors import InvalidInputError
 from mlplatform.features.pipelines import raw_watermark
+from mlplatform.settings import PROJECT_ROOT
 from tests.conftest import make_settings
 from tests.oracles import assert_frames_match, point_in_time, read_raw
 from training.datasets import build_training_set
@@ -63,3 +68,45 @@ def test_as_of_after_the_features_is_refused(applied_world, store, tmp_path):
         build_training_set(settings, as_of=pd.Timestamp("2031-01-01T00:00:00Z").to_pydatetime(), store=store,
                            out_dir=tmp_path / "ds")
     assert not (tmp_path / "ds").exists()
+
+
+def _changed_repo(dst: Path, anchor: str, extra: str) -> Path:
+    """A copy of feature_repo with ``extra`` inserted after ``anchor`` in on_demand.py (a changed definition)."""
+    repo = dst / "feature_repo_changed"
+    shutil.copytree(PROJECT_ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("__pycache__"))
+    path = repo / "on_demand.py"
+    text = path.read_text()
+    assert anchor in text, "on_demand.py changed: update this test's edit"
+    path.write_text(text.replace(anchor, anchor + extra))
+    return repo
+
+
+def test_view_hashes_are_equal_for_equal_definitions_only(world, tmp_path):
+    """Two builds (fresh stores, the definitions applied again in between) record the same hash per view; a
+    changed on-demand transformation changes its hash and no other."""
+    from mlplatform.features.definitions import apply_definitions
+    from mlplatform.stores import open_feature_store
+
+    settings = make_settings(world, models_dir=tmp_path / "models")
+    apply_definitions(settings)
+    as_of = pd.Timestamp("2026-10-06T00:00:00Z").to_pydatetime()
+    first = build_training_set(settings, as_of=as_of, store=open_feature_store(settings), out_dir=tmp_path / "a")
+    apply_definitions(settings)  # nothing changed: Feast stamps new registry timestamps all the same
+    second = build_training_set(settings, as_of=as_of, store=open_feature_store(settings), out_dir=tmp_path / "b")
+    hashes = first.lineage["feature_views"]
+    assert set(hashes) == {"customer_activity", "merchant_risk", "transaction_context"}
+    assert second.lineage["feature_views"] == hashes
+    assert all(len(h) == 16 for h in hashes.values())
+
+    repo = _changed_repo(tmp_path, "        hour = (int(ts) // 3600) % 24\n",
+                         "        amount = amount * 100  # a different definition\n")
+    changed = make_settings(world, models_dir=tmp_path / "models", feature_repo=repo,
+                            registry=tmp_path / "registry-changed.db")
+    apply_definitions(changed)
+    third = build_training_set(changed, as_of=as_of, store=open_feature_store(changed), out_dir=tmp_path / "c")
+    after = third.lineage["feature_views"]
+    assert after["transaction_context"] != hashes["transaction_context"]
+    assert {k: v for k, v in after.items() if k != "transaction_context"} == {
+        k: v for k, v in hashes.items() if k != "transaction_context"}
+    # the change is real: the rows differ where the transformation reads the amount
+    assert not np.allclose(third.frame["log_amount"], first.frame["log_amount"])

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -167,30 +166,6 @@ def test_corrupt_model_is_refused_and_golden_kept(trained):
     assert (after.version if after else None) == (golden_before.version if golden_before else None)
 
 
-def test_concurrent_promotions_cannot_both_win(trained):
-    settings, dataset, outcome = trained
-    registry = ModelRegistry(settings)
-    names = dataset.feature_names
-    base = _register(settings, _fit(settings, names, max_depth=1, num_boost_round=1), 1)
-    promote_model(settings, base, force=True, reason="test baseline")
-    booster = registry.load_booster(1)
-    twins = [_register(settings, booster, 1) for _ in range(2)]  # equally good: whoever is second gains nothing
-    results = {}
-
-    def go(v):
-        results[v] = promote_model(settings, v, actor=f"thread-{v}")
-
-    threads = [threading.Thread(target=go, args=(v,)) for v in twins]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    actions = sorted(r.action for r in results.values())
-    assert actions == ["promoted", "refused"]
-    winner = next(v for v, r in results.items() if r.action == "promoted")
-    assert registry.golden().version == winner and registry.previous_golden().version == base
-
-
 def test_retrain_check_says_why(trained, monkeypatch):
     settings, dataset, outcome = trained
     registry = ModelRegistry(settings)
@@ -206,14 +181,20 @@ def test_retrain_check_says_why(trained, monkeypatch):
     assert not decision.retrain and decision.new_labels == expected_new and "no retrain request" in decision.reason
     loose = settings.model_copy(update={"retrain_min_new_labels": expected_new})
     assert check_retrain(loose, later.to_pydatetime()).retrain
-    # the monitoring hook: a request newer than the golden asks for a retrain
+    # the monitoring hook: a request newer than the golden asks for a retrain, once enough new labels arrived
+    # (retrain_min_new_labels_on_request; tests/training/test_retrain_on_request.py holds the rest)
     path = request_path(strict)
     path.parent.mkdir(parents=True, exist_ok=True)
     stamp = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
     path.write_text(json.dumps({"requested_at": stamp, "breaches": ["skew: amount_mean_7d PSI 0.4"]}))
     try:
-        decision = check_retrain(strict, later.to_pydatetime())
+        asked = strict.model_copy(update={"retrain_min_new_labels_on_request": expected_new})
+        decision = check_retrain(asked, later.to_pydatetime())
         assert decision.retrain and "amount_mean_7d" in decision.reason
+        too_few = strict.model_copy(update={"retrain_min_new_labels_on_request": expected_new + 1})
+        decision = check_retrain(too_few, later.to_pydatetime())
+        assert not decision.retrain and "amount_mean_7d" in decision.reason
+        assert f"but only {expected_new:,} new labels" in decision.reason
     finally:
         path.unlink()
 
