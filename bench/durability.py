@@ -7,7 +7,8 @@ rows, with the write-ahead file (``MLPLATFORM_FEATURE_LOG_WAL``) off and on, and
 2. The cost end to end: two real service processes (``uvicorn serving.app:create_app``), one with the write-ahead
    file off and one with it on, each with a data folder of its own, the same world, model and Redis; ``POST
    /v1/predict`` p50/p99 at concurrency 1 and throughput at concurrency 8, in interleaved rounds (A, B, B, A ...)
-   so that the shared machine's load drifts alike for both.
+   so that the shared machine's load drifts alike for both; and the service process's CPU time per answered
+   request (from /proc), which other processes on the machine disturb much less than wall-clock figures.
 3. SIGKILL under load (8 connections, no pacing), after ``KILL_AFTER`` answered requests: rows lost = answered
    requests (200, by request_id) without a served row in the feature log on disk. Without the write-ahead file,
    right after the kill; with it, right after the kill and again after the service started once more on the same
@@ -105,6 +106,11 @@ class _Service:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the service process has used so far, from /proc."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def served_ids(self) -> set[str]:
         """Request ids of the served rows on disk, read with plain pyarrow."""
@@ -205,15 +211,21 @@ def run(quick: bool = True) -> list[dict]:
         rounds, per_round = (4, 250) if quick else (10, 500)
         lat: dict[str, list[float]] = {"off": [], "on": []}
         thr: dict[str, list[float]] = {"off": [], "on": []}
+        cpu: dict[str, float] = {"off": 0.0, "on": 0.0}
+        answered: dict[str, int] = {"off": 0, "on": 0}
         for service in (off, on):
             asyncio.run(_latencies(service.port, bodies, 4, 200))  # warm-up
         for r in range(rounds):
             pair = [("off", off), ("on", on)]
             for key, service in pair if r % 2 == 0 else pair[::-1]:  # neither always goes first
+                cpu0 = service.cpu_seconds()
                 got, _ = asyncio.run(_latencies(service.port, bodies, 1, per_round))
                 lat[key] += got
+                answered[key] += len(got)
                 got, secs = asyncio.run(_latencies(service.port, bodies, CONNECTIONS, 2 * per_round))
                 thr[key].append(len(got) / secs)
+                answered[key] += len(got)
+                cpu[key] += service.cpu_seconds() - cpu0
         name = "durability: POST /v1/predict, write-ahead file off vs on"
         note = f"{rounds} interleaved rounds (order alternating), 2 processes side by side"
         for key in ("off", "on"):
@@ -222,7 +234,10 @@ def run(quick: bool = True) -> list[dict]:
                     {"benchmark": name, "metric": f"p99 (concurrency 1), {key}",
                      "value": float(np.percentile(lat[key], 99) * 1e3), "unit": "ms", "note": note},
                     {"benchmark": name, "metric": f"throughput (concurrency {CONNECTIONS}), {key}",
-                     "value": float(np.median(thr[key])), "unit": "req/s", "note": "median of the rounds"}]
+                     "value": float(np.median(thr[key])), "unit": "req/s", "note": "median of the rounds"},
+                    {"benchmark": name, "metric": f"service CPU per answered request, {key}",
+                     "value": cpu[key] / max(1, answered[key]) * 1e3, "unit": "ms",
+                     "note": f"user + system of the service process over {answered[key]:,} answers (less noisy)"}]
 
         # 3. SIGKILL under load: without, then with the write-ahead file
         answered = _load_until_signal(off.port, bodies, KILL_AFTER, lambda: off.signal(signal.SIGKILL))

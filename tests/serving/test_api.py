@@ -45,7 +45,7 @@ def test_not_json_oversized_batch_and_body(client):
     assert r.status_code == 422 and "Traceback" not in r.text
     r = client.post("/v1/predict/batch", json={"transactions": [GOOD] * 6})
     assert r.status_code == 422 and r.json()["fields"][0]["field"] == "body.transactions"
-    assert "at most 5" in r.json()["detail"][0]["msg"]
+    assert "at most 5" in r.json()["fields"][0]["problem"]
     r = client.post("/v1/predict/batch", json={"transactions": [GOOD] * 5})
     assert r.status_code == 200 and len(r.json()["predictions"]) == 5
     r = client.post("/v1/predict/batch", json={"transactions": [GOOD] * 200})

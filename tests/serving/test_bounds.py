@@ -121,8 +121,14 @@ def service(online_world, trained_models, tmp_path_factory):
         yield client
 
 
+def _from_now(seconds: int):
+    """A transaction_ts ``seconds`` from now, taken when the test runs (not when it is collected)."""
+    return lambda: int(time.time()) + seconds
+
+
 def _now_body(**fields) -> dict:
-    return {"customer_id": 1, "merchant_id": 10001, "amount": 25.0, "transaction_ts": int(time.time()), **fields}
+    body = {"customer_id": 1, "merchant_id": 10001, "amount": 25.0, "transaction_ts": int(time.time()), **fields}
+    return {k: v() if callable(v) else v for k, v in body.items()}
 
 
 def _fields(r) -> list[str]:
@@ -139,8 +145,8 @@ def _fields(r) -> list[str]:
         ({"amount": 1e300}, "body.amount"),
         ({"transaction_ts": 10**20}, "body.transaction_ts"),
         ({"transaction_ts": None, "timestamp": "9999-01-01T00:00:00Z"}, "body.timestamp"),
-        ({"transaction_ts": int(time.time()) - 401 * DAY}, "body.transaction_ts"),
-        ({"transaction_ts": int(time.time()) + 3600}, "body.transaction_ts"),
+        ({"transaction_ts": _from_now(-401 * DAY)}, "body.transaction_ts"),
+        ({"transaction_ts": _from_now(3600)}, "body.transaction_ts"),
         ({"request_fields": {"note": "x" * 10_000}}, "body.request_fields.note"),
     ],
 )
@@ -178,8 +184,8 @@ def _assert_explained(answer: dict) -> None:
         {"amount": 5e-324},  # the smallest positive float
         {"customer_id": 2**63 - 1, "merchant_id": 2**63 - 1},  # the largest keys (unknown: features missing)
         {"transaction_ts": None, "timestamp": None},  # now
-        {"transaction_ts": int(time.time()) - 399 * DAY},  # near the window's old end
-        {"transaction_ts": int(time.time()) + 240},  # within the clock skew
+        {"transaction_ts": _from_now(-399 * DAY)},  # near the window's old end
+        {"transaction_ts": _from_now(240)},  # within the clock skew
         {"request_fields": {"channel": "web", "n": 2**63 - 1, "x": -1.5e308, "flag": False, "s": "é" * 256}},
     ],
 )

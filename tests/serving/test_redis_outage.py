@@ -59,7 +59,10 @@ def test_redis_down_gives_503_then_recovers(serving_settings, trained_models, li
             proc = _start_redis(port, tmp_path)  # back, empty: scores again, features flagged missing
             again = client.post("/v1/predict", json=body)
             assert again.status_code == 200 and "txn_count_24h" in again.json()["missing"]
-            assert client.get("/readyz").status_code == 200
+            assert client.get("/readyz").status_code == 503  # answering again, but the online store is empty
+            materialize(settings, end=datetime(2030, 1, 1, tzinfo=UTC),
+                        views=["customer_activity", "merchant_risk", "customer_profile", "merchant_profile"])
+            assert client.get("/readyz").status_code == 200  # an incremental run repaired the wiped store
             assert "mlplatform_redis_errors_total 1.0" in client.get("/metrics").text
     finally:
         proc.kill()
