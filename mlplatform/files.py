@@ -64,8 +64,15 @@ def json_default(value: Any) -> Any:
 
 def append_jsonl(path: Path, obj: dict[str, Any]) -> None:
     """Append ``obj`` as one line to ``path``: one write under an exclusive flock, then fsync (see module doc)."""
-    line = json.dumps(obj, default=json_default, separators=(",", ":"), ensure_ascii=False)
-    data = line.encode("utf-8") + b"\n"
+    append_jsonl_many(path, [obj])
+
+
+def append_jsonl_many(path: Path, objs: list[dict[str, Any]]) -> None:
+    """Append each of ``objs`` as a line to ``path`` in one write under an exclusive flock, then one fsync."""
+    if not objs:
+        return
+    data = b"".join(json.dumps(o, default=json_default, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+                    + b"\n" for o in objs)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:

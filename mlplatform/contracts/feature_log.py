@@ -19,11 +19,8 @@ required column or whose columns have types that cannot be cast to the schema's.
 
 from __future__ import annotations
 
-import fcntl
-import json
 import math
 import numbers
-import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from mlplatform.files import append_jsonl, atomic_path, json_default, read_jsonl
+from mlplatform.files import append_jsonl_many, atomic_path, read_jsonl
 
 BASE_COLUMNS = (
     "request_id", "logged_at", "transaction_id", "customer_id", "merchant_id", "amount", "transaction_ts",
@@ -241,40 +238,8 @@ def append_dead_letters(folder: Path, problems: list[RowProblem], when: datetime
     path = Path(folder) / f"{when:%Y-%m-%d}.jsonl"
     records = [{"dead_lettered_at": when, "action": p.action, "reasons": list(p.reasons), "row": p.row}
                for p in problems]
-    if len(records) == 1:
-        append_jsonl(path, records[0])
-    elif records:
-        _append_lines(path, records)
+    append_jsonl_many(path, records)
     return path
-
-
-def _append_lines(path: Path, records: list[dict[str, Any]]) -> None:
-    """``mlplatform.files.append_jsonl`` for many records at once: one write under an exclusive flock, one fsync
-    (a fragment a crashed writer left is closed with a newline first, as there)."""
-    data = b"".join(json.dumps(r, default=json_default, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-                    + b"\n" for r in records)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            size = os.fstat(fd).st_size
-            if size and not _ends_with_newline(path, size):
-                data = b"\n" + data
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
-
-
-def _ends_with_newline(path: Path, size: int) -> bool:
-    with open(path, "rb") as fh:
-        fh.seek(size - 1)
-        return fh.read(1) == b"\n"
 
 
 def read_dead_letters(folder: Path) -> list[dict[str, Any]]:
