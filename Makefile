@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum
 DEMO_ENV := MLPLATFORM_DATA_DIR=demo-data MLPLATFORM_REDIS_ADDR=127.0.0.1:6399 MLPLATFORM_EMBEDDED_REDIS_PORT=6399 \
 	MLPLATFORM_SERVING_PORT=8088
 
-.PHONY: help setup demo test test-fast bench lint format clean docs
+.PHONY: help setup demo test test-fast bench chaos lint format clean docs
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -72,6 +72,9 @@ test-fast: setup ## Quick inner loop: only the tests that need no Redis (-m "not
 
 bench: setup ## Run the benchmarks and write bench/results.md
 	$(PY) -m bench.run
+
+chaos: setup ## Only the fault benchmarks: Redis killed/paused under load, SIGTERM/SIGKILL of the service
+	$(PY) -m bench.run --only chaos
 
 lint: setup ## Lint: ruff, and the import layers (import-linter contracts in pyproject.toml)
 	$(VENV)/bin/ruff check .

@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("data"), description="Root of raw data, feature tables, registry and logs.")
     feature_repo: Path = Field(PROJECT_ROOT / "feature_repo", description="Folder holding feature_store.yaml.")
     redis_addr: str = Field(
-        "127.0.0.1:6379",
+        "127.0.0.1:6379", repr=False,  # may carry a password: never in a repr or a log line
         description="Redis online store as Feast's connection string: host:port[,password=...][,db=N].",
     )
     registry: Path | None = Field(None, description="Feast registry file; default <data_dir>/registry.db.")
@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     )
     serving_port: int = Field(8080, description="Port of the inference service.")
     serving_api_key: str | None = Field(
-        None, description="Key admin endpoints (promote, push) require in the X-API-Key header; unset = they refuse."
+        None, repr=False, description="Key admin endpoints (promote, push) require in the X-API-Key header; unset = they refuse."
     )
     serving_challenger_weight: float = Field(
         0.0, ge=0.0, le=1.0, description="Share of customers routed to the challenger(s); sticky per customer."
@@ -213,7 +213,7 @@ class Settings(BaseSettings):
         PROJECT_ROOT / "pipelines.yaml", description="YAML defining the named pipelines `mlplatform pipeline run` runs."
     )
     webhooks: list[str] = Field(
-        [], description='Webhook URLs notified (JSON POST, {"text": ...}) of breaches, promotions, rollbacks and '
+        [], repr=False, description='Webhook URLs notified (JSON POST, {"text": ...}) of breaches, promotions, rollbacks and '
         'failed pipeline runs; a JSON list, e.g. ["https://hooks.slack.com/services/..."].'
     )
     webhook_timeout_seconds: float = Field(2.0, gt=0, description="Timeout of one webhook POST.")
