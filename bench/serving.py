@@ -229,7 +229,7 @@ def run(quick: bool = True) -> list[dict]:
         env = {**os.environ, **settings.feast_env(), "MLPLATFORM_MODELS_DIR": str(settings.layout.models_path),
                "MLPLATFORM_SERVING_CACHE_SIZE": "0", "PYTHONWARNINGS": "ignore",
                "MLPLATFORM_SERVING_REDIS_TIMEOUT_SECONDS": "2",  # saturation queues in the loop, not in Redis
-               "MLPLATFORM_SERVING_MAX_IN_FLIGHT": "0"}  # no shedding: this measures capacity (bench/admission.py sheds)
+               "MLPLATFORM_SERVING_MAX_IN_FLIGHT": "0"}  # no shedding: capacity (bench/admission.py sheds)
         predict_bodies = [json.dumps(r).encode() for r in rows]
         feast_bodies = [json.dumps({"feature_service": settings.feature_service,
                                     "entities": {k: [v] for k, v in r.items()}}).encode() for r in rows]

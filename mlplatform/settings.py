@@ -98,7 +98,8 @@ class Settings(BaseSettings):
     )
     serving_port: int = Field(8080, description="Port of the inference service.")
     serving_api_key: str | None = Field(
-        None, repr=False, description="Key admin endpoints (promote, push) require in the X-API-Key header; unset = they refuse."
+        None, repr=False,
+        description="Key admin endpoints (promote, push) require in the X-API-Key header; unset = they refuse.",
     )
     serving_challenger_weight: float = Field(
         0.0, ge=0.0, le=1.0, description="Share of customers routed to the challenger(s); sticky per customer."
@@ -213,7 +214,8 @@ class Settings(BaseSettings):
         PROJECT_ROOT / "pipelines.yaml", description="YAML defining the named pipelines `mlplatform pipeline run` runs."
     )
     webhooks: list[str] = Field(
-        [], repr=False, description='Webhook URLs notified (JSON POST, {"text": ...}) of breaches, promotions, rollbacks and '
+        [], repr=False,
+        description='Webhook URLs notified (JSON POST, {"text": ...}) of breaches, promotions, rollbacks and '
         'failed pipeline runs; a JSON list, e.g. ["https://hooks.slack.com/services/..."].'
     )
     webhook_timeout_seconds: float = Field(2.0, gt=0, description="Timeout of one webhook POST.")
