@@ -158,6 +158,32 @@ class Settings(BaseSettings):
         "service loses no answered row, a crashed machine at most those of the last few ms."
     )
 
+    # --- streaming ---
+    events_stream: str = Field(
+        "mlplatform:transactions", min_length=1, description="Redis Stream carrying transaction events "
+        "(POST /v1/events, and /v1/predict with serving_record_events); `mlplatform stream run` applies them to each "
+        "customer's event log, from which the service computes customer_activity at the request's time."
+    )
+    serving_record_events: bool = Field(
+        True, description="Each transaction /v1/predict scores joins the events stream (off the request path), so the "
+        "customer's next request sees it; its own features never include it."
+    )
+    serving_stream_features: bool = Field(
+        True, description="Serve customer_activity from the customers' event logs (exact at the request's time, window "
+        "exits included) wherever the logs cover the request; false, or where they do not: the batch-materialized "
+        "rows in Feast's online store."
+    )
+    stream_backdated_days: float = Field(
+        7.0, ge=0, le=366, description="`materialize` loads the customers' event logs with the transactions of the "
+        "last 37 days (the 7-day window + customer_activity's 30-day TTL) plus this many: requests back-dated up to "
+        "this far before the data's end are still served from the logs."
+    )
+    stream_batch_size: int = Field(500, ge=1, le=100_000, description="Events `stream run` reads per XREADGROUP.")
+    stream_block_ms: int = Field(
+        5, ge=1, le=60_000, description="How long `stream run` waits for new events per read (ms): the consumer's "
+        "part of an event's time to show in predictions."
+    )
+
     # --- monitoring ---
     monitoring_window_days: float = Field(
         7.0, gt=0, description="`mlplatform monitor ...` reads feature-log rows logged in the last this many days "

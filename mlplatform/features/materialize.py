@@ -29,6 +29,8 @@ from mlplatform.contracts.redis_layout import (
     timestamp_field,
 )
 from mlplatform.errors import DataNotFoundError
+from mlplatform.features.activity import ACTIVITY_VIEW
+from mlplatform.features.event_logs import backfill_event_logs
 from mlplatform.features.fast_materialize import (
     count_entities,
     materialize_view,
@@ -182,6 +184,12 @@ def materialize(
         marks = project_watermarks(store.project, raw_marks)
         results = [_materialize_one(settings, store, client, view, marks, end, full, on_note, i, len(chosen), on_view)
                    for i, view in enumerate(chosen)]
+        backfill = None
+        if ACTIVITY_VIEW in {v.name for v in chosen}:  # its online twin: the customers' event logs
+            backfill = backfill_event_logs(client, store.project, settings.layout.raw_dir, end,
+                                           timedelta(days=settings.stream_backdated_days), full)
+            if on_note and backfill.events:
+                on_note(backfill.describe())
     finally:
         client.close()
     from mlplatform.audit import record
@@ -189,7 +197,9 @@ def materialize(
     record(settings, "materialize", target=f"redis {redact_redis_address(settings.redis_addr)}", details={
         "mode": "full" if full else "incremental", "end": end, "rows": sum(r.rows for r in results),
         "views": {r.view: {"start": r.start, "end": r.end, "rows": r.rows, "engine": r.engine,
-                           **({"repair": r.repair} if r.repair else {})} for r in results}})
+                           **({"repair": r.repair} if r.repair else {})} for r in results},
+        **({"event_logs": {"events": backfill.events, "customers": backfill.customers, "start": backfill.start,
+                           "complete_from": backfill.complete_from}} if backfill else {})})
     return results
 
 

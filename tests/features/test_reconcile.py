@@ -31,9 +31,10 @@ ACTIVITY_FEATURES = ["txn_count_1h", "txn_count_24h", "txn_count_7d", "amount_su
                      "amount_sum_7d", "amount_mean_7d", "distinct_merchants_24h", "last_txn_epoch"]
 
 
-def _dump(client: redis.Redis) -> dict[bytes, dict[bytes, bytes]]:
-    """Every key of the database with all its hash fields and values."""
-    return {key: client.hgetall(key) for key in client.scan_iter(count=1000)}
+def _dump(client: redis.Redis) -> dict[bytes, dict[bytes, bytes] | list[tuple[bytes, float]]]:
+    """Every key of the database with all its hash fields and values (a customer's event log: its members)."""
+    return {key: client.zrange(key, 0, -1, withscores=True) if client.type(key) == b"zset" else client.hgetall(key)
+            for key in client.scan_iter(count=1000)}
 
 
 def _diff(got: dict, want: dict) -> str:
