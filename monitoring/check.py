@@ -4,7 +4,12 @@ in settings, name every breach, and (with ``--retrain``) ask training to retrain
 Each part either *judged* (status ``ok`` or ``breach``) or did not: too few served rows (skew, consistency: fewer
 than ``monitoring_min_rows``), too few labels (quality: no version with ``monitoring_min_labeled_rows`` labeled rows
 and both classes), or it could not run (an error). The table and the JSON report say per part whether it judged
-and, if not, why (``judged``, ``why_not``).
+and, if not, why (``judged``, ``why_not``). A part whose rows are all unjudgeable (``EmptyLogWindow``) is not
+judged either ("no judgeable rows"), unless no part had a row at all: then the check stops with that message.
+
+Logged rows that could not be judged (``monitoring.logs.UnjudgedRows``) are never dropped silently: the headline,
+the console and the JSON report (``unjudged``) say how many of the window's logged rows some part could not judge,
+by reason, and each part's own count (``parts[].unjudged``, also in its own report).
 
 Exit codes (``mlplatform.errors.ExitCode``), for cron and schedulers, first match wins:
 10 (BREACH) at least one breach (each named on stderr and in the report); a part that could not run: its error's
@@ -31,11 +36,12 @@ from mlplatform.contracts.retrain_request import write_retrain_request
 from mlplatform.errors import ExitCode, MLPlatformError
 from mlplatform.settings import Settings
 from mlplatform.steps import run_step
-from monitoring.logs import EmptyLogWindow, resolve_window
+from monitoring.logs import CHECK_NEEDS, EmptyLogWindow, UnjudgedRows, resolve_window, screen_window
 from monitoring.reports import ReportFiles, render_table_page, with_banner, write_report
 
 JUDGED_STATUSES = ("ok", "breach")
 NOTHING_TO_CHECK = "nothing to check"
+NO_JUDGEABLE_ROWS = "no judgeable rows"
 
 
 @dataclass
@@ -43,12 +49,14 @@ class PartOutcome:
     """What one of the three checks found."""
 
     name: str
-    status: str  # ok | breach | too few rows | too few labels | error
+    status: str  # ok | breach | too few rows | too few labels | no judgeable rows | error
     headline: str
     breaches: list[str] = field(default_factory=list)
     report: str | None = None
     error: MLPlatformError | None = field(default=None, repr=False)
     why_not: str = ""  # when not judged: why (too few rows or labels, with the figures; or the error)
+    unjudged: UnjudgedRows = field(default_factory=UnjudgedRows)  # logged rows this part left out, by reason
+    empty: EmptyLogWindow | None = field(default=None, repr=False)  # when it had no judgeable row at all
 
     @property
     def judged(self) -> bool:
@@ -65,6 +73,7 @@ class CheckResult:
     retrain: dict[str, Any] | None = None
     seconds: float = 0.0
     files: ReportFiles | None = None
+    unjudged: UnjudgedRows = field(default_factory=UnjudgedRows)  # logged rows some part could not judge
 
     @property
     def breaches(self) -> list[str]:
@@ -104,6 +113,10 @@ class CheckResult:
         return ExitCode.OK if self.judged else ExitCode.NOT_FOUND
 
     def headline(self) -> str:
+        left_out = f"; {self.unjudged.describe()}" if self.unjudged else ""
+        return self._verdict() + left_out
+
+    def _verdict(self) -> str:
         if self.breaches:
             return f"{len(self.breaches)} breach(es): " + "; ".join(self.breaches)
         if self.errors:
@@ -117,9 +130,10 @@ class CheckResult:
     def to_dict(self) -> dict[str, Any]:
         return {"window": self.window, "status": self.status, "breaches": self.breaches, "retrain": self.retrain,
                 "seconds": self.seconds, "exit_code": int(self.exit_code), "headline": self.headline(),
-                "judged": [p.name for p in self.judged],
+                "judged": [p.name for p in self.judged], "unjudged": self.unjudged.to_dict(),
                 "parts": [{"name": p.name, "status": p.status, "judged": p.judged, "why_not": p.why_not or None,
-                           "headline": p.headline, "breaches": p.breaches, "report": p.report} for p in self.parts]}
+                           "headline": p.headline, "breaches": p.breaches, "report": p.report,
+                           "unjudged": p.unjudged.to_dict()} for p in self.parts]}
 
 
 # --- thresholds (pure) ------------------------------------------------------------------------------------------
@@ -172,13 +186,16 @@ def consistency_breaches(result, settings: Settings) -> list[str]:
 def _run_part(name: str, fn, breaches_fn, status_fn, why_not_fn) -> PartOutcome:
     try:
         result = fn()
-    except EmptyLogWindow:
-        raise  # nothing to check at all: the caller says so clearly
+    except EmptyLogWindow as exc:  # run_check stops with it if no part had a row; else this part is not judged
+        why = exc.unjudged.describe() or "no served request in the window"
+        return PartOutcome(name, NO_JUDGEABLE_ROWS, f"not judged: {why}", why_not=f"no served row it can judge: "
+                           f"{why}", unjudged=exc.unjudged, empty=exc)
     except MLPlatformError as exc:
         return PartOutcome(name, "error", f"{type(exc).__name__}: {exc}", error=exc, why_not=f"could not run: {exc}")
     breaches = breaches_fn(result)
     report = str(result.files.html_path or result.files.json_path) if result.files else None
-    outcome = PartOutcome(name, "breach" if breaches else status_fn(result), result.headline(), breaches, report)
+    outcome = PartOutcome(name, "breach" if breaches else status_fn(result), result.headline(), breaches, report,
+                          unjudged=result.unjudged)
     if not outcome.judged:
         outcome.why_not = why_not_fn(result) or outcome.status
     return outcome
@@ -206,16 +223,21 @@ def run_check(settings: Settings, since: datetime | None = None, until: datetime
         _run_part("quality", lambda: run_quality(settings, s, u, as_of=as_of), lambda r: quality_breaches(r, settings),
                   lambda r: quality_status(r, settings), lambda r: quality_why_not(r, settings)),
     ]
-    result = CheckResult(parts, window.to_dict())
+    empty = [p.empty for p in parts if p.empty is not None]
+    if empty and all(p.empty is not None or p.error is not None for p in parts):
+        raise empty[0]  # nothing to check at all: no part had a served row it could judge
+    unjudged = screen_window(settings, window, require=CHECK_NEEDS).unjudged
+    result = CheckResult(parts, window.to_dict(), unjudged=unjudged)
     if result.breaches:
         _audit(settings, "monitor_breach", result)
     if retrain and result.breaches:
         result.retrain = request_retrain(settings, result)
     result.seconds = time.perf_counter() - t0
     rows = [{"check": p.name, "status": p.status, "judged": "yes" if p.judged else "no", "why not": p.why_not,
-             "summary": p.headline, "report": p.report} for p in parts]
+             "logged rows not judged": p.unjudged.rows, "summary": p.headline, "report": p.report} for p in parts]
     page = render_table_page("Monitoring check", result.headline(),
-                             [("Checks", rows), ("Breaches", [{"breach": b} for b in result.breaches])])
+                             [("Checks", rows), ("Breaches", [{"breach": b} for b in result.breaches]),
+                              ("Logged rows not judged by every check", result.unjudged.table())])
     if result.status == NOTHING_TO_CHECK:
         page = with_banner(page, "Nothing judged: no check had enough data to reach a verdict (see 'why not').")
     result.files = write_report(settings, "check", result.to_dict(), page)

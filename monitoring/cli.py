@@ -27,6 +27,16 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def _left_out(unjudged) -> None:
+    """Say which logged rows and files were left out, by reason (nothing when every row could be judged)."""
+    if not unjudged:
+        return
+    console.print(f"[yellow]left out:[/] {unjudged.describe()}", highlight=False, soft_wrap=True)
+    for row in unjudged.table():
+        if "file" in row:
+            console.print(f"  {row['file']}: {row['reason']}", highlight=False, soft_wrap=True)
+
+
 def _where(files) -> None:
     if files is not None:
         console.print(f"report: {files.html_path or files.json_path}  (summary: {files.json_path.name}; "
@@ -56,6 +66,7 @@ def skew(since: SinceOpt = None, until: UntilOpt = None) -> None:
     if not judged:
         console.print(f"[bold yellow]too few served rows to judge:[/] {result.caveat()}", highlight=False,
                       soft_wrap=True)
+    _left_out(result.unjudged)
     _where(result.files)
 
 
@@ -79,6 +90,7 @@ def consistency(since: SinceOpt = None, until: UntilOpt = None) -> None:
                           highlight=False)
     console.print(f"{result.compared:,} of {result.requests:,} requests compared; {result.skipped_backdated:,} "
                   f"back-dated skipped; {result.seconds:.1f}s")
+    _left_out(result.unjudged)
     _where(result.files)
 
 
@@ -113,6 +125,7 @@ def quality(since: SinceOpt = None, until: UntilOpt = None,
                         str(r.get("registered_at") or "")[:19], str(r.get("promoted_at") or "")[:19],
                         r["first_served_at"][:19])
     console.print(serving)
+    _left_out(result.unjudged)
     _where(result.files)
 
 
@@ -140,6 +153,7 @@ def check(
     for p in result.not_judged:
         if p.error is None:
             console.print(f"[yellow]{p.name} not judged:[/] {p.why_not}", highlight=False, soft_wrap=True)
+    _left_out(result.unjudged)
     for b in result.breaches:
         err_console.print(f"[bold red]breach:[/] {b}", highlight=False, soft_wrap=True)
     for p in result.errors:

@@ -14,7 +14,9 @@ now withholds such values and logs the features in ``future``; a feature a compa
 served value by design, so that cell is not compared either and is counted per feature as ``future`` (and
 ``future_requests`` counts the window's requests that listed any). Requests are matched to offline rows with the
 same contract as training: a transaction at t reads features as of t - 1 µs
-(``mlplatform.features.service.transaction_entity_rows``).
+(``mlplatform.features.service.transaction_entity_rows``). Logged rows it cannot recompute (no customer or
+merchant id, no transaction time: ``CONSISTENCY_NEEDS``; see ``monitoring.logs``) are left out and counted by
+reason (``unjudged``).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import pandas as pd
 
 from mlplatform.features.service import ENTITY_KEYS, transaction_entity_rows
 from mlplatform.settings import Settings
-from monitoring.logs import LogWindow, read_served, resolve_window
+from monitoring.logs import CONSISTENCY_NEEDS, LogWindow, UnjudgedRows, resolve_window, served_rows
 from monitoring.reports import ReportFiles, render_table_page, write_report
 
 MAX_EXAMPLES = 5
@@ -61,6 +63,7 @@ class ConsistencyResult:
     seconds: float = 0.0
     files: ReportFiles | None = field(default=None, repr=False)
     future_requests: int = 0  # served requests that listed any feature in ``future`` (back-dated ones included)
+    unjudged: UnjudgedRows = field(default_factory=UnjudgedRows)  # logged rows left out, by reason
 
     def worst(self) -> list[FeatureMismatch]:
         """Features with any mismatch, worst first."""
@@ -69,15 +72,16 @@ class ConsistencyResult:
     def headline(self) -> str:
         bad = ", ".join(f"{f.feature} {f.rate:.1%}" for f in self.worst()) or "none"
         withheld = f"; {self.future_requests:,} with features withheld as future" if self.future_requests else ""
+        left_out = f"; {self.unjudged.short()}" if self.unjudged else ""
         return (f"{self.compared:,} of {self.requests:,} served requests recomputed offline "
-                f"({self.skipped_backdated:,} back-dated skipped{withheld}); features with mismatches: {bad}")
+                f"({self.skipped_backdated:,} back-dated skipped{withheld}); features with mismatches: {bad}{left_out}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"window": self.window.to_dict(), "feature_service": self.feature_service, "requests": self.requests,
                 "compared": self.compared, "skipped_backdated": self.skipped_backdated,
                 "future_requests": self.future_requests,
                 "features": [asdict(f) for f in self.features], "seconds": self.seconds,
-                "headline": self.headline()}
+                "headline": self.headline(), "unjudged": self.unjudged.to_dict()}
 
 
 def served_entity_rows(served: pd.DataFrame) -> pd.DataFrame:
@@ -185,7 +189,8 @@ def run_consistency(settings: Settings, since: datetime | None = None, until: da
 
     t0 = time.perf_counter()
     window = resolve_window(settings, since, until)
-    served = read_served(settings, window)
+    read = served_rows(settings, window, require=CONSISTENCY_NEEDS)
+    served = read.frame
     store = store or open_feature_store(settings)
     service_name = settings.feature_service
     features = [n for n, _ in feature_signature(store, service_name) if n in served.columns]
@@ -202,7 +207,8 @@ def run_consistency(settings: Settings, since: datetime | None = None, until: da
         mismatches = [FeatureMismatch(f, 0, 0, 0.0, []) for f in features]
     future_requests = sum(1 for v in served.get("future", []) if isinstance(v, list | tuple | np.ndarray) and len(v))
     result = ConsistencyResult(window, service_name, len(served), len(fresh), int(backdated.sum()), mismatches,
-                               seconds=time.perf_counter() - t0, future_requests=future_requests)
+                               seconds=time.perf_counter() - t0, future_requests=future_requests,
+                               unjudged=read.unjudged)
     if write:
         judged = result.compared >= settings.monitoring_min_rows
         breach = any(f.rate > settings.monitoring_max_mismatch_rate for f in mismatches)
@@ -211,7 +217,8 @@ def run_consistency(settings: Settings, since: datetime | None = None, until: da
                   "future": f.future} for f in mismatches]
         examples = [{"feature": f.feature, **e} for f in result.worst() for e in f.examples]
         page = render_table_page("Online/offline consistency", result.headline(),
-                                 [("Mismatch rate per feature", table), ("Examples", examples)])
+                                 [("Mismatch rate per feature", table), ("Examples", examples),
+                                  ("Logged rows not judged", result.unjudged.table())])
         result.files = write_report(settings, "consistency", {**result.to_dict(), "status": status}, page,
                                     when=datetime.now(UTC))
     return result

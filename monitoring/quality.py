@@ -4,7 +4,8 @@ version and per time window, next to the model's training-time metrics; plus the
 asks for (serve counts, latency, when each version was registered, promoted and first served).
 
 The metric functions are plain numpy (ties handled as scikit-learn does) so that tests can check them against
-scikit-learn as an independent oracle.
+scikit-learn as an independent oracle. Logged rows it cannot score (no transaction time, model or prediction:
+``QUALITY_NEEDS``; see ``monitoring.logs``) are left out and counted by reason (``unjudged``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pandas as pd
 
 from mlplatform.errors import InvalidInputError
 from mlplatform.settings import Settings
-from monitoring.logs import LogWindow, read_served, resolve_window
+from monitoring.logs import QUALITY_NEEDS, LogWindow, UnjudgedRows, resolve_window, served_rows
 from monitoring.reports import ReportFiles, render_table_page, with_banner, write_report
 
 CALIBRATION_BINS = 10
@@ -263,6 +264,7 @@ class QualityResult:
     newest_transaction: datetime | None = None  # transaction time of the newest served row
     newest_label: datetime | None = None  # arrival time of the newest label that had arrived by as_of
     labels_dir: str = ""
+    unjudged: UnjudgedRows = field(default_factory=UnjudgedRows)  # logged rows left out, by reason
 
     def judged_versions(self) -> list[dict[str, Any]]:
         """Versions with enough labeled rows (``min_labeled_rows``) and both classes: the ones a verdict covers."""
@@ -311,6 +313,10 @@ class QualityResult:
         return " ".join(out)
 
     def headline(self) -> str:
+        left_out = f"; {self.unjudged.short()}" if self.unjudged else ""
+        return self._verdict() + left_out
+
+    def _verdict(self) -> str:
         if not self.judged:
             return (f"not judged: {self.labeled:,} of {self.served:,} served rows labeled by "
                     f"{self.as_of:%Y-%m-%d %H:%M}Z ({self.labels_arrived:,} labels arrived in all); a version needs "
@@ -328,7 +334,7 @@ class QualityResult:
                 "judged": self.judged,
                 "explanation": self.explanation() or None, "by_version": self.by_version, "by_window": self.by_window,
                 "serving": self.serving, "calibration": self.calibration, "seconds": self.seconds,
-                "headline": self.headline()}
+                "headline": self.headline(), "unjudged": self.unjudged.to_dict()}
 
 
 def _fmt(value: float | None) -> str:
@@ -342,9 +348,10 @@ def run_quality(settings: Settings, since: datetime | None = None, until: dateti
     check_period(settings.monitoring_quality_period)
     window = resolve_window(settings, since, until)
     as_of = as_of or datetime.now(UTC)
-    served = read_served(settings, window, columns=[
+    read = served_rows(settings, window, columns=[
         "transaction_id", "transaction_ts", "model_name", "model_version", "prediction", "latency_ms", "fallback",
-        "cached"])
+        "cached"], require=QUALITY_NEEDS)
+    served = read.frame
     labels = read_labels(settings.data_path, as_of)
     joined = join_labels(served, labels)
     by_version = quality_by_version(joined)
@@ -366,7 +373,7 @@ def run_quality(settings: Settings, since: datetime | None = None, until: dateti
                            seconds=time.perf_counter() - t0, labels_arrived=len(labels),
                            min_labeled_rows=settings.monitoring_min_labeled_rows, label_delay=label_delay(labels),
                            newest_transaction=newest, labels_dir=str(labels_folder(settings.data_path)),
-                           newest_label=newest_label)
+                           newest_label=newest_label, unjudged=read.unjudged)
     if write:
         status = quality_status(result, settings)
         page = render_table_page(
@@ -376,7 +383,8 @@ def run_quality(settings: Settings, since: datetime | None = None, until: dateti
                for r in by_version]),
              (f"Per {settings.monitoring_quality_period} window of transaction time", result.by_window),
              ("Calibration (all labeled rows)", calibration),
-             ("Serving figures per model version", serving)])
+             ("Serving figures per model version", serving),
+             ("Logged rows not judged", result.unjudged.table())])
         if not result.judged:
             page = with_banner(page, result.explanation())
         result.files = write_report(settings, "quality", {**result.to_dict(), "status": status}, page,

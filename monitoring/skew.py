@@ -9,6 +9,9 @@ binary (0/1) features the Jensen-Shannon distance; a feature is drifted when its
 With fewer than ``monitoring_min_rows`` served rows the distances are noise: they are still computed and shown,
 but the result is marked not judged (``judged``, ``caveat``) in the terminal, the JSON summary and, as a banner,
 the HTML page, and ``monitor check`` does not count them.
+
+Logged rows the skew cannot judge (``monitoring.logs.UnjudgedRows``) are left out and counted by reason in the
+JSON summary (``unjudged``), the headline and a banner on the page.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import pandas as pd
 
 from mlplatform.errors import DataNotFoundError, InvalidInputError
 from mlplatform.settings import Settings
-from monitoring.logs import LogWindow, read_served, resolve_window
+from monitoring.logs import LogWindow, UnjudgedRows, resolve_window, served_rows
 from monitoring.reports import ReportFiles, with_banner, write_report
 
 SAMPLE_SEED = 0
@@ -58,6 +61,7 @@ class SkewResult:
     seconds: float = 0.0
     files: ReportFiles | None = field(default=None, repr=False)
     min_rows: int = 0  # monitoring_min_rows when it ran: with fewer served rows the figures are not judged
+    unjudged: UnjudgedRows = field(default_factory=UnjudgedRows)  # logged rows left out, by reason
 
     @property
     def judged(self) -> bool:
@@ -81,6 +85,10 @@ class SkewResult:
         return len(self.drifted) / len(self.features) if self.features else 0.0
 
     def headline(self) -> str:
+        left_out = f"; {self.unjudged.short()}" if self.unjudged else ""
+        return self._verdict() + left_out
+
+    def _verdict(self) -> str:
         names = ", ".join(self.drifted) or "none"
         if not self.judged:
             return (f"not judged: {self.current_rows:,} served rows < {self.min_rows:,} needed; for information: "
@@ -97,6 +105,7 @@ class SkewResult:
             "drifted_share": self.drifted_share, "drifted": self.drifted, "judged": self.judged,
             "min_rows": self.min_rows, "caveat": self.caveat() or None,
             "features": [asdict(f) for f in self.features], "seconds": self.seconds, "headline": self.headline(),
+            "unjudged": self.unjudged.to_dict(),
         }
 
 
@@ -215,7 +224,8 @@ def run_skew(settings: Settings, since: datetime | None = None, until: datetime 
     window = resolve_window(settings, since, until)
     golden, reference = golden_training_set(settings)
     features = list(golden.feature_names)
-    served = read_served(settings, window, columns=["model_name", "model_version", *features])
+    read = served_rows(settings, window, columns=["model_name", "model_version", *features])
+    served = read.frame
     absent = [f for f in features if f not in served.columns]
     if absent:
         raise InvalidInputError(
@@ -225,11 +235,14 @@ def run_skew(settings: Settings, since: datetime | None = None, until: datetime 
     drifts, snapshot, n_ref, n_cur = compare(reference, served, features, settings.monitoring_drift_threshold,
                                              settings.monitoring_sample_rows)
     result = SkewResult(golden.name, golden.version, window, len(reference), len(served), n_ref, n_cur, drifts,
-                        seconds=time.perf_counter() - t0, min_rows=settings.monitoring_min_rows)
+                        seconds=time.perf_counter() - t0, min_rows=settings.monitoring_min_rows,
+                        unjudged=read.unjudged)
     if write:
         page = snapshot.get_html_str(as_iframe=False) if snapshot is not None else None
         if page is not None and not result.judged:
             page = with_banner(page, result.caveat())
+        if page is not None and result.unjudged:
+            page = with_banner(page, f"Left out of this report: {result.unjudged.describe()}.")
         status = ("breach" if result.drifted_share > settings.monitoring_max_drifted_share else "ok") \
             if result.judged else "too few rows"
         result.files = write_report(settings, "skew", {**result.to_dict(), "status": status}, page,

@@ -29,6 +29,8 @@ def monitor_check_step(settings: Settings, request_retrain: bool = True) -> dict
         "judged": [p.name for p in result.judged],
         "not_judged": {p.name: p.why_not[:200] for p in result.not_judged},
         "headline": result.headline()[:300],
+        "unjudged": {"logged": result.unjudged.logged, "rows": result.unjudged.rows,
+                     "reasons": result.unjudged.to_dict()["reasons"], "unreadable_files": len(result.unjudged.files)},
     }
     if result.breaches and request_retrain:
         summary["retrain_request"] = str(file_retrain_request(settings, result))

@@ -2,11 +2,12 @@
 
 The stream (``mlplatform stream run``) applies new events as they happen; this loads the history they build on.
 Each run loads the transactions from where the last one stopped (``<project>:backfilled``) up to ``end``, and at
-least ``RETENTION`` + ``backdated`` before ``end``; a Redis that lost its logs (no coverage hash) is loaded again
-from there. The logs are then complete from ``from`` = ``end − RETENTION − backdated`` (or from the beginning of
-time, when the raw data starts later): the customers with events below that floor lose them (those with events
-between the previous floor and this one; every customer on a first or full run). Applying is
-idempotent (``apply_events``), so the backfill and the stream never undo each other, in whichever order they run.
+least ``RETENTION`` + ``backdated`` before ``end`` (or before the newest transaction, if that is earlier); a
+Redis that lost its logs (no coverage hash) is loaded again from there. The logs are then complete from that floor
+(or from the beginning of time, when the raw data starts later): the customers with events below the floor lose
+them (those with events between the previous floor and this one; every customer on a first or full run).
+Applying is idempotent (``apply_events``), so the backfill and the stream never undo each other, in whichever
+order they run.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from mlplatform.contracts.activity_log import (
 )
 
 BATCH = 20_000  # events per pipeline
+# the raw transactions with their event time in µs (whatever the Parquet's timestamp unit)
+_TX = "(SELECT *, epoch_us(event_timestamp::TIMESTAMPTZ) AS ts_us FROM read_parquet($g))"
 US = timedelta(microseconds=1)
 
 
@@ -61,18 +64,19 @@ def backfill_event_logs(client: Any, project: str, raw_dir: Path, end: datetime,
     """Load the raw transactions into the event logs up to ``end`` (see the module doc)."""
     glob = str(Path(raw_dir) / "transactions" / "*.parquet")
     from_field, backfilled_field, _ = coverage_fields(project)
-    end_us = _us(end)
-    floor_us = end_us - (RETENTION + backdated) // US
     con = duckdb.connect()
     try:
-        first = con.execute("SELECT epoch_us(min(event_timestamp)) FROM read_parquet($g)", {"g": glob}).fetchone()[0]
+        first, last = con.execute(f"SELECT min(ts_us), max(ts_us) FROM {_TX}", {"g": glob}).fetchone()
+        # the floor follows the data: an end past the newest transaction adds nothing to load
+        end_us = _us(end) if last is None else min(_us(end), last + 1)
+        floor_us = end_us - (RETENTION + backdated) // US
         marks = client.hmget(COVERAGE_KEY, [from_field, backfilled_field])
         done = None if full or marks[0] is None or marks[1] is None else int(marks[1])
         start_us = floor_us if done is None else max(floor_us, min(done, end_us))
         complete_from = 0 if first is None or first >= floor_us else floor_us
         reader = con.execute(
-            "SELECT CAST(transaction_id AS VARCHAR), customer_id, merchant_id, amount, epoch_us(event_timestamp) "
-            "FROM read_parquet($g) WHERE epoch_us(event_timestamp) >= $s AND epoch_us(event_timestamp) < $e",
+            f"SELECT CAST(transaction_id AS VARCHAR), customer_id, merchant_id, amount, ts_us FROM {_TX} "
+            "WHERE ts_us >= $s AND ts_us < $e",
             {"g": glob, "s": start_us, "e": end_us},
         ).to_arrow_reader(BATCH)
         events = 0
@@ -88,8 +92,8 @@ def backfill_event_logs(client: Any, project: str, raw_dir: Path, end: datetime,
         if complete_from:  # trim the customers with events below the new floor: those since the previous floor
             since = int(marks[0]) if done is not None and int(marks[0]) > 0 else None
             old = con.execute(
-                "SELECT DISTINCT customer_id FROM read_parquet($g) WHERE epoch_us(event_timestamp) < $f"
-                + ("" if since is None else " AND epoch_us(event_timestamp) >= $p"),
+                f"SELECT DISTINCT customer_id FROM {_TX} WHERE ts_us < $f"
+                + ("" if since is None else " AND ts_us >= $p"),
                 {"g": glob, "f": complete_from, **({} if since is None else {"p": since})},
             ).fetchall()
             with client.pipeline(transaction=False) as pipe:
@@ -99,4 +103,5 @@ def backfill_event_logs(client: Any, project: str, raw_dir: Path, end: datetime,
         client.hset(COVERAGE_KEY, mapping={from_field: complete_from, backfilled_field: max(end_us, done or 0)})
     finally:
         con.close()
-    return Backfill(events, len(customers), _from_us(start_us), end, _from_us(complete_from) if complete_from else None)
+    return Backfill(events, len(customers), _from_us(start_us), _from_us(end_us),
+                    _from_us(complete_from) if complete_from else None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -129,19 +130,34 @@ def test_stream_and_backfill_in_either_order_give_the_same_logs(backfilled, redi
     assert int(redis_db.hget(COVERAGE_KEY, f"{PROJECT}:to")) == late[-1].ts_us
 
 
-def test_a_later_backfill_trims_what_no_read_needs(backfilled, redis_db, world):
-    raw, end, _ = backfilled
-    tx = raw["transactions"]
-    later = end + pd.Timedelta(days=40)  # the logs must then hold events from later - 44 days on
-    floor = later - RETENTION - pd.Timedelta(days=7)
-    result = backfill_event_logs(redis_db, PROJECT, world / "raw", later.to_pydatetime(), timedelta(days=7))
-    assert result.complete_from == floor.to_pydatetime()
-    kept = tx[tx["event_timestamp"] >= floor]
-    assert 0 < len(kept) < len(tx)  # some events fall below the floor, some stay
-    for c in tx["customer_id"].unique():
-        scores = [s for _, s in redis_db.zrange(log_key(PROJECT, int(c)), 0, -1, withscores=True)]
-        assert all(s >= floor.value // 1000 for s in scores)
-        assert len(scores) == (kept["customer_id"] == c).sum()
+def test_a_later_backfill_trims_what_no_read_needs(redis_db, tmp_path):
+    """60 days of synthetic transactions: the logs keep 44 days before the newest one (37 + 7 back-dated)."""
+    rng = np.random.default_rng(3)
+    n = 6_000
+    start = pd.Timestamp("2026-01-01", tz="UTC")
+    tx = pd.DataFrame({"transaction_id": np.arange(n), "customer_id": rng.integers(1, 40, n),
+                       "merchant_id": rng.integers(1, 9, n), "amount": rng.uniform(1, 100, n).round(2),
+                       "event_timestamp": (start + pd.to_timedelta(rng.uniform(0, 60 * 86_400, n), unit="s"))
+                       .floor("us")})
+    raw = tmp_path / "raw"
+    (raw / "transactions").mkdir(parents=True)
+
+    def write(upto: pd.Timestamp) -> pd.Timestamp:  # the raw data as it stands at ``upto``
+        tx[tx["event_timestamp"] < upto].to_parquet(raw / "transactions" / "part-0.parquet")
+        return tx.loc[tx["event_timestamp"] < upto, "event_timestamp"].max() + US
+
+    for upto in (start + pd.Timedelta(days=30), start + pd.Timedelta(days=45), start + pd.Timedelta(days=61)):
+        end = write(upto)  # a daily pipeline, three runs: the first holds all, the later ones trim
+        result = backfill_event_logs(redis_db, PROJECT, raw, upto.to_pydatetime(), timedelta(days=7))
+        floor = end - RETENTION - pd.Timedelta(days=7)
+        first = tx["event_timestamp"].min()
+        assert result.complete_from == (None if first >= floor else floor.to_pydatetime())
+        kept = tx[(tx["event_timestamp"] >= (floor if first < floor else first)) & (tx["event_timestamp"] < end)]
+        for c in tx["customer_id"].unique():
+            scores = [s for _, s in redis_db.zrange(log_key(PROJECT, int(c)), 0, -1, withscores=True)]
+            assert sorted(scores) == sorted(kept.loc[kept["customer_id"] == c, "event_timestamp"].astype("int64")
+                                             // 1000), (str(upto), c)
+    assert result.complete_from is not None and len(kept) < len(tx)  # the last run did trim
 
 
 def _dump(client) -> dict:
