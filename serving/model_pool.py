@@ -7,6 +7,7 @@ boosters stay alive until the last request holding them finishes.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,7 +15,33 @@ from typing import Any
 
 import numpy as np
 
+from mlplatform.redact import redact, settings_secrets
+
 log = logging.getLogger(__name__)
+REASON_CHARS = 160  # of the reason an answer gives for a failure (the log has the whole text)
+_PATH_LIKE = re.compile(r"""[^\s'"`()\[\]{}<>,;]*[/\\][^\s'"`()\[\]{}<>,;]*""")  # a word holding a / or \
+
+
+def public_reason(exc: BaseException) -> str:
+    """What an unauthenticated answer may say about ``exc``: its type name and a short reason without a file path:
+    for an OSError its strerror (its file name left out), else the first line of its message with every word that
+    holds a ``/`` or ``\\`` (paths, URLs) replaced by ``<path>``, cut to ``REASON_CHARS``. The whole text belongs
+    in the log (``log_text``)."""
+    name = type(exc).__name__
+    if isinstance(exc, OSError):
+        text = exc.strerror or ""
+    else:
+        lines = str(exc).strip().splitlines()
+        text = lines[0] if lines else ""
+    text = _PATH_LIKE.sub(lambda m: "<path>" + m.group(0)[len(m.group(0).rstrip(".:!?")):], redact(text)).strip()
+    if len(text) > REASON_CHARS:
+        text = text[: REASON_CHARS - 1] + "…"
+    return f"{name}: {text}" if text else name
+
+
+def log_text(exc: BaseException, settings: Any = None) -> str:
+    """``exc``'s type name and whole message for the log, secrets redacted (those of ``settings`` too, if given)."""
+    return redact(f"{type(exc).__name__}: {exc}", settings_secrets(settings) if settings is not None else ())
 
 
 @dataclass(eq=False)
@@ -154,8 +181,9 @@ class ModelPool:
                 try:
                     return self.load(info)
                 except Exception as exc:  # a broken model must never take the service down
-                    errors[info.version] = f"{type(exc).__name__}: {exc}"
-                    log.error("model %s v%s cannot serve: %s", info.name, info.version, exc)
+                    errors[info.version] = public_reason(exc)  # /v1/models and /readyz show it: no path
+                    log.error("model %s v%s cannot serve: %s", info.name, info.version,
+                              log_text(exc, getattr(self.registry, "settings", None)))
                     return None
 
             golden_info = self.registry.golden()

@@ -15,7 +15,7 @@ import numpy as np
 from mlplatform.errors import ModelUnavailable, OnlineStoreUnavailable
 from serving.accounting import Accounting
 from serving.dispatcher import Candidate, Route
-from serving.model_pool import LoadedModel
+from serving.model_pool import LoadedModel, log_text, public_reason
 
 log = logging.getLogger(__name__)
 HANG_GRACE_S = 0.25  # how far past the latency budget a model may run before it is abandoned as hung
@@ -82,9 +82,9 @@ class FallbackChain:
                 why = "latency_budget" if isinstance(exc, TimeoutError) else "model_error"
                 first_failure = first_failure or why
                 detail = (f"over the {self.scorer.budget_s * 1000:g} ms latency budget" if why == "latency_budget"
-                          else f"{type(exc).__name__}: {exc}")
+                          else public_reason(exc))  # the answer carries it: no path (the log has the whole text)
                 reason = f"{model.name} v{model.version} failed: {detail}"
-                log.warning("falling back: %s", reason)
+                log.warning("falling back: %s (%s)", reason, log_text(exc))
                 continue
             if first_failure is not None:  # counted only when a fallback model actually answered
                 self.accounting.fell_back(first_failure, n)

@@ -64,6 +64,8 @@ def backfill_event_logs(client: Any, project: str, raw_dir: Path, end: datetime,
     """Load the raw transactions into the event logs up to ``end`` (see the module doc)."""
     glob = str(Path(raw_dir) / "transactions" / "*.parquet")
     from_field, backfilled_field, _ = coverage_fields(project)
+    if not any((Path(raw_dir) / "transactions").glob("*.parquet")):  # no raw transactions here: nothing to load
+        return Backfill(0, 0, end, end, None)
     con = duckdb.connect()
     try:
         first, last = con.execute(f"SELECT min(ts_us), max(ts_us) FROM {_TX}", {"g": glob}).fetchone()

@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse
 from mlplatform.contracts.redis_layout import MATERIALIZED_KEY, Watermark, project_watermarks
 from mlplatform.redact import redact, settings_secrets
 from serving.deps import ContextDep
+from serving.model_pool import log_text, public_reason
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ async def _redis_check(ctx) -> tuple[str, dict[str, Watermark | None] | None]:
         _, fields = await asyncio.wait_for(read(), ctx.settings.serving_redis_timeout_seconds * 2)
         return "ok", project_watermarks(ctx.store.project, fields)
     except Exception as exc:
+        log.warning("readyz: Redis did not answer: %s", log_text(exc, ctx.settings))
         return f"unreachable: {type(exc).__name__}", None
 
 
@@ -78,7 +80,7 @@ async def _ends_check(ctx) -> dict[str, datetime | None] | None:
         return await asyncio.wait_for(ctx.checks_executor.run(_materialized_ends, ctx), REGISTRY_CHECK_SECONDS)
     except Exception as exc:
         log.warning("readyz: the Feast registry's materialized ends could not be read: %s",
-                    redact(f"{type(exc).__name__}: {exc}", settings_secrets(ctx.settings)))
+                    log_text(exc, ctx.settings))
         return None
 
 
@@ -113,9 +115,8 @@ async def _registry_check(ctx) -> str:
         golden = await asyncio.wait_for(ctx.checks_executor.run(ctx.registry.golden), REGISTRY_CHECK_SECONDS)
         return "ok" if golden is not None else "no golden model"
     except Exception as exc:
-        log.warning("readyz: the model registry could not be read: %s",
-                    redact(f"{type(exc).__name__}: {exc}", settings_secrets(ctx.settings)))
-        return f"unreadable: {type(exc).__name__}"
+        log.warning("readyz: the model registry could not be read: %s", log_text(exc, ctx.settings))
+        return f"unreadable: {public_reason(exc)}"
 
 
 @router.get("/readyz")
@@ -125,6 +126,7 @@ async def readyz(ctx: ContextDep) -> JSONResponse:
     state = ctx.pool.state
     (redis_status, marks), registry_status, ends = await asyncio.gather(
         _redis_check(ctx), _registry_check(ctx), _ends_check(ctx))
+    # golden_error holds public_reason()s (no path; the pool logged the whole text), redacted once more for secrets
     model = "ok" if ctx.ready else f"no warm model: {redact(str(state.golden_error), settings_secrets(ctx.settings))}"
     online = online_store_status(marks, ends, ctx.settings.serving_max_online_lag_seconds)
     checks = {"model": model, "redis": redis_status, "registry": registry_status, "online_store": online}

@@ -2,8 +2,13 @@
 
 Feast's Redis client is synchronous: pushes run in a small bounded pool of their own (``ctx.push_executor``), never
 on the default executor /readyz and the shutdown flush use, and its calls time out after
-``serving_redis_timeout_seconds`` (503). Event times later than ``now + serving_max_clock_skew`` are refused (422)
-before anything is written.
+``serving_redis_timeout_seconds`` (503).
+
+Before anything is written, every row is checked (``mlplatform.features.online.push_frame``): each value against its
+column's Feast type (join keys as the entity types them, features as their view declares), join keys and the event
+time present in every row (feature values may be null), and no column the push source's views do not have (refused,
+not ignored). Event times later than ``now + serving_max_clock_skew`` are refused too. A refusal is a 422 naming
+``rows[i].<column>`` and the problem; nothing of the push is written then.
 """
 
 from __future__ import annotations
@@ -12,8 +17,8 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter
 
-from mlplatform.errors import DataNotFoundError, InvalidInputError
-from mlplatform.features.online import check_event_times, to_event_times
+from mlplatform.errors import DataNotFoundError
+from mlplatform.features.online import check_event_times, push_columns, push_frame, to_event_times
 from mlplatform.stores import redis_errors
 from serving.deps import AdminDep, ContextDep
 from serving.schemas import PushRequest, PushResponse
@@ -22,7 +27,6 @@ router = APIRouter(prefix="/v1", tags=["push"])
 
 
 def _push(ctx, body: PushRequest) -> int:
-    import pandas as pd
     from feast.data_source import PushMode, PushSource
 
     store = ctx.store
@@ -35,14 +39,10 @@ def _push(ctx, body: PushRequest) -> int:
     views = [v for v in store.list_stream_feature_views() + store.list_feature_views()
              if getattr(v, "stream_source", None) is not None and v.stream_source.name == source.name]
     ts_field = source.batch_source.timestamp_field or "event_timestamp"
-    required = {ts_field}
-    for v in views:
-        required |= {c.name for c in v.entity_columns} | {f.name for f in v.features}
-    frame = pd.DataFrame(body.rows)
-    absent = sorted(required - set(frame.columns))
-    if absent:
-        raise InvalidInputError(f"rows: every row needs {', '.join(absent)} for push source {source.name!r}")
-    time_columns = [ts_field, *sorted({source.batch_source.created_timestamp_column} - {None, "", ts_field})]
+    created = source.batch_source.created_timestamp_column or None
+    columns, join_keys = push_columns(views)
+    frame = push_frame(body.rows, columns, join_keys, ts_field, created, source.name)
+    time_columns = [ts_field, *sorted({created} - {None, ts_field})]
     for col in time_columns:  # the event time first: an absent created time copies it
         frame[col] = to_event_times(frame[col], col) if col in frame.columns else frame[ts_field]
     check_event_times(frame, time_columns, datetime.now(UTC), ctx.settings.serving_max_clock_skew)
