@@ -39,6 +39,7 @@ def build_app() -> typer.Typer:
     from orchestration import cli as orchestration_cli
     from scoring import cli as scoring_cli
     from serving import cli as serving_cli
+    from streaming import cli as streaming_cli
     from training import cli as training_cli
 
     root = typer.Typer(
@@ -58,7 +59,8 @@ def build_app() -> typer.Typer:
 
         load_builtin_steps()  # a command is about to run (not --help): every part's steps, by name
 
-    for part in (features, training_cli, serving_cli, scoring_cli, records, monitoring_cli, orchestration_cli):
+    for part in (features, training_cli, serving_cli, streaming_cli, scoring_cli, records, monitoring_cli,
+                 orchestration_cli):
         root.add_typer(part.app)
     return root
 

@@ -33,6 +33,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     ctx = await asyncio.to_thread(ServingContext.open, settings)
     app.state.ctx = ctx
     refresher = asyncio.create_task(ctx.refresh_loop(), name="registry-refresh")
+    ctx.start_background()  # the events stream's recorder and lag gauges
     try:
         yield
     finally:
@@ -243,7 +244,7 @@ def _error_responses(by_model: bool = True) -> dict[int | str, dict[str, Any]]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The inference service for ``settings`` (default: from the environment)."""
-    from serving.routes import health, models, predict, push
+    from serving.routes import events, health, models, predict, push
     from serving.routes.reports import reports_router
 
     app = FastAPI(
@@ -254,7 +255,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings or get_settings()
     _install_error_handlers(app)
-    for module in (predict, models, push):
+    for module in (predict, models, push, events):
         app.include_router(module.router, responses=_error_responses())
     app.include_router(health.router)
     app.include_router(reports_router(app.state.settings), responses=_error_responses(by_model=False))

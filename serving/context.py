@@ -21,6 +21,7 @@ from mlplatform.settings import Settings
 from serving.accounting import Accounting
 from serving.cache import PredictionCache
 from serving.dispatcher import Dispatcher
+from serving.event_stream import EventRecorder, StreamGauges
 from serving.feature_log import FeatureLogWriter, WriterEvents
 from serving.feature_readers import FeatureReaders, FeatureSource
 from serving.metrics import ServingMetrics
@@ -93,6 +94,8 @@ class ServingContext:
         default_factory=lambda: BoundedExecutor("push", PUSH_WORKERS, PUSH_QUEUE, _push_busy))
     checks_executor: BoundedExecutor = field(
         default_factory=lambda: BoundedExecutor("readyz", CHECK_WORKERS, CHECK_QUEUE, _checks_busy))
+    recorder: EventRecorder | None = None  # scored transactions into the events stream (serving_record_events)
+    stream_gauges: StreamGauges | None = None  # the consumer group's lag and pending, for /metrics
 
     @property
     def ready(self) -> bool:
@@ -106,7 +109,7 @@ class ServingContext:
         from mlplatform.stores import async_redis_client, open_feature_store
 
         store = open_feature_store(settings, redis_timeout=settings.serving_redis_timeout_seconds)  # push's client
-        readers = FeatureReaders(store)
+        readers = FeatureReaders(store, stream_features=settings.serving_stream_features)
         client = async_redis_client(settings, timeout=settings.serving_redis_timeout_seconds)
         metrics = ServingMetrics()
         cache = PredictionCache(settings.serving_cache_size, settings.serving_cache_ttl_seconds)
@@ -131,11 +134,22 @@ class ServingContext:
                                  accounting.redis_failed)
         chain = FallbackChain(BudgetedScorer(settings.serving_latency_budget_ms), accounting)
         predictor = Predictor(pool, dispatcher, features, cache, chain, ShadowScorer(accounting), accounting)
+        recorder = EventRecorder(client, settings.events_stream, metrics) if settings.serving_record_events else None
+        gauges = StreamGauges(client, settings.events_stream)
+        metrics.track_events(lambda: recorder.backlog if recorder is not None else 0, gauges.values)
         readers.get(settings.feature_service)  # the FeatureService object, fetched once
         feature_log.start()
         pool.refresh()  # loads and warms golden, previous golden, challengers, shadows
         return cls(settings=settings, store=store, redis=client, registry=registry, readers=readers, pool=pool,
-                   cache=cache, feature_log=feature_log, metrics=metrics, dispatcher=dispatcher, predictor=predictor)
+                   cache=cache, feature_log=feature_log, metrics=metrics, dispatcher=dispatcher, predictor=predictor,
+                   recorder=recorder, stream_gauges=gauges)
+
+    def start_background(self) -> None:
+        """Start the event-loop tasks of the events stream (recording, lag gauges): call from the running loop."""
+        if self.recorder is not None:
+            self.recorder.start()
+        if self.stream_gauges is not None:
+            self.stream_gauges.start()
 
     # -- background refresh -----------------------------------------------------------------------------------
     async def refresh_loop(self) -> None:
@@ -164,6 +178,10 @@ class ServingContext:
         """Finish shadows and pushes, flush the feature log, close Redis (each Redis call is bounded by its timeout,
         so a paused Redis cannot hold the shutdown)."""
         await asyncio.to_thread(self.predictor.close)
+        if self.stream_gauges is not None:
+            await self.stream_gauges.close()
+        if self.recorder is not None:  # drained while Redis is still open
+            await self.recorder.close(max(2.0, 4 * self.settings.serving_redis_timeout_seconds))
         await asyncio.to_thread(self.feature_log.close)
         await asyncio.to_thread(self.push_executor.close)
         self.checks_executor.close(wait=False)

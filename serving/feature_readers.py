@@ -16,8 +16,9 @@ from serving.prediction import ScoringRequest
 class FeatureReaders:
     """The FeatureStore and one OnlineFeatureReader per feature service (built on first use, rebuilt on refresh)."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, stream_features: bool = False) -> None:
         self.store = store
+        self.stream_features = stream_features  # customer_activity from the event logs where they cover a request
         self._readers: dict[str, OnlineFeatureReader] = {}
         self.refreshed_at = time.monotonic()
 
@@ -31,7 +32,7 @@ class FeatureReaders:
                 raise DefinitionError(
                     f"feature service {service_name!r} is not in the Feast registry: run `mlplatform apply`"
                 ) from exc
-            reader = OnlineFeatureReader(self.store, service)
+            reader = OnlineFeatureReader(self.store, service, self.stream_features)
             self._readers = {**self._readers, service_name: reader}  # copy on write: readers never see a half
         return reader
 
@@ -50,7 +51,7 @@ class FeatureReaders:
         self.store.refresh_registry()
         fresh = {}
         for name in list(self._readers):
-            fresh[name] = OnlineFeatureReader(self.store, self.store.get_feature_service(name))
+            fresh[name] = OnlineFeatureReader(self.store, self.store.get_feature_service(name), self.stream_features)
         self._readers = fresh
         self.refreshed_at = time.monotonic()
 

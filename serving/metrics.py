@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
@@ -65,10 +66,28 @@ class ServingMetrics:
                             registry=r)
         self.model_info = Gauge("mlplatform_model_info", "Models in the pool (1 = loaded and warm).",
                                 ["role", "model", "version"], registry=r)
+        self.events_accepted = Counter("mlplatform_events_accepted",
+                                       "Transaction events POST /v1/events appended to the events stream.", registry=r)
+        self.events_recorded = Counter("mlplatform_events_recorded",
+                                       "Scored transactions appended to the events stream (serving_record_events).",
+                                       registry=r)
+        self.events_record_dropped = Counter("mlplatform_events_record_dropped",
+                                             "Scored transactions not appended to the events stream, per reason: "
+                                             "queue_full, redis_error (the append failed; some may have landed), "
+                                             "shutdown.", ["reason"], registry=r)
+        self.events_record_backlog = Gauge("mlplatform_events_record_backlog",
+                                           "Scored transactions waiting to be appended to the events stream.",
+                                           registry=r)
 
     def track_backlog(self, fn: Callable[[], float]) -> None:
         """Read the feature-log backlog from ``fn`` at scrape time."""
         self.log_backlog.set_function(fn)
+
+    def track_events(self, backlog: Callable[[], float], stream: Callable[[], tuple[int | None, int | None]]) -> None:
+        """Read the recording backlog from ``backlog`` and the consumer group's (lag, pending) from ``stream`` at
+        scrape time (``mlplatform_stream_lag``, ``mlplatform_stream_pending``: no sample while either is None)."""
+        self.events_record_backlog.set_function(backlog)
+        self.registry.register(_StreamCollector(stream))
 
     def models_swapped(self, loaded: Iterable[tuple[str, Any]]) -> None:
         """Count a swap and describe the pool's new (role, model) pairs in ``mlplatform_model_info``."""
@@ -80,6 +99,29 @@ class ServingMetrics:
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
+
+
+class _StreamCollector:
+    """The consumer group's lag and pending entries as gauges, from a callable returning (lag, pending)."""
+
+    def __init__(self, read: Callable[[], tuple[int | None, int | None]]) -> None:
+        self.read = read
+
+    def describe(self) -> list[Any]:
+        return [GaugeMetricFamily("mlplatform_stream_lag", ""), GaugeMetricFamily("mlplatform_stream_pending", "")]
+
+    def collect(self) -> Iterable[Any]:
+        lag, pending = self.read()
+        lag_family = GaugeMetricFamily("mlplatform_stream_lag", "Events on the events stream not yet delivered to "
+                                       "the consumer group (`mlplatform stream run`); unset while unknown.")
+        pending_family = GaugeMetricFamily("mlplatform_stream_pending", "Events delivered to a consumer but not yet "
+                                           "applied and acknowledged; unset while unknown.")
+        if lag is not None:
+            lag_family.add_metric([], lag)
+        if pending is not None:
+            pending_family.add_metric([], pending)
+        yield lag_family
+        yield pending_family
 
 
 def _in_process_values() -> None:

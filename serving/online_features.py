@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlplatform.contracts.activity_log import COVERAGE_KEY, RETENTION_US, coverage_fields
 from mlplatform.contracts.redis_layout import (
     SCORING_OFFSET_US,
     decode_value,
@@ -29,6 +30,7 @@ from mlplatform.contracts.redis_layout import (
     timestamp_micros,
 )
 from mlplatform.errors import DefinitionError, InvalidInputError
+from mlplatform.features.activity import ACTIVITY_VIEW, decode_reads, queue_reads
 
 
 @dataclass
@@ -80,8 +82,11 @@ class OnlineFeatures:
 class OnlineFeatureReader:
     """Fetches one FeatureService's features for entity rows from Redis in one round trip."""
 
-    def __init__(self, store, service) -> None:
-        """Build the read plan from the FeatureService object (fetched once) and the store's registry."""
+    def __init__(self, store, service, stream_features: bool = False) -> None:
+        """Build the read plan from the FeatureService object (fetched once) and the store's registry.
+
+        ``stream_features``: read ``customer_activity`` from the customers' event logs where they cover the
+        request (``mlplatform.features.activity``), else from Feast's rows like every other view."""
         from feast.infra.online_stores.helpers import compute_versioned_name
 
         config = store.config
@@ -135,6 +140,12 @@ class OnlineFeatureReader:
             group.views.append(read)
             self._view_group[view_name] = group
         self.groups: list[_KeyGroup] = list(groups.values())
+        # the event logs stand in for the activity view's stored row where they cover the request's time
+        self.activity_view: str | None = (
+            ACTIVITY_VIEW if stream_features and ACTIVITY_VIEW in wanted
+            and self._view_group[ACTIVITY_VIEW].join_keys == ("customer_id",) else None)
+        self.project: str = config.project
+        self._coverage_from_field = coverage_fields(config.project)[0]
         self.entity_keys: list[str] = sorted({k for g in self.groups for k in g.join_keys})
 
     # -- keys ---------------------------------------------------------------------------------------------------
@@ -158,16 +169,40 @@ class OnlineFeatureReader:
         async with redis.pipeline(transaction=False) as pipe:
             for key, fields in commands:
                 pipe.hmget(key, fields)
+            self._queue_activity(pipe, rows, request_time_us)
             replies = await pipe.execute()
-        return self.assemble(rows, replies, request_time_us)
+        return self.assemble(rows, replies[:len(commands)], request_time_us,
+                             activity=self._activity(replies[len(commands):], request_time_us))
 
     def fetch_sync(self, redis, rows: Sequence[dict[str, Any]], request_time_us: Sequence[int]) -> OnlineFeatures:
         """``fetch`` for a synchronous redis-py client (benchmarks, scripts)."""
+        commands = self.commands(rows)
         with redis.pipeline(transaction=False) as pipe:
-            for key, fields in self.commands(rows):
+            for key, fields in commands:
                 pipe.hmget(key, fields)
+            self._queue_activity(pipe, rows, request_time_us)
             replies = pipe.execute()
-        return self.assemble(rows, replies, request_time_us)
+        return self.assemble(rows, replies[:len(commands)], request_time_us,
+                             activity=self._activity(replies[len(commands):], request_time_us))
+
+    def _queue_activity(self, pipe, rows: Sequence[dict[str, Any]], request_time_us: Sequence[int]) -> None:
+        """Queue the event-log reads: the logs' coverage, then each row's window and latest event."""
+        if self.activity_view is None:
+            return
+        pipe.hget(COVERAGE_KEY, self._coverage_from_field)
+        for row, t_us in zip(rows, request_time_us, strict=True):
+            queue_reads(pipe, self.project, row["customer_id"], t_us)
+
+    def _activity(self, replies: Sequence[Any], request_time_us: Sequence[int]) -> list[tuple[Any, bool] | None]:
+        """Per row, (features, stale) from its event log, or None where the logs do not cover its time."""
+        if self.activity_view is None:
+            return []
+        complete_from = None if replies[0] is None else int(replies[0])
+        out: list[tuple[Any, bool] | None] = []
+        for i, t_us in enumerate(request_time_us):
+            covered = complete_from is not None and t_us - RETENTION_US >= complete_from
+            out.append(decode_reads(replies[1 + 2 * i], replies[2 + 2 * i], t_us) if covered else None)
+        return out
 
     def assemble(
         self,
@@ -175,12 +210,14 @@ class OnlineFeatureReader:
         replies: Sequence[Sequence[bytes | None]],
         request_time_us: Sequence[int],
         enforce_ttl: bool = True,
+        activity: Sequence[tuple[Any, bool] | None] = (),
     ) -> OnlineFeatures:
         """Decode Redis replies into feature values as of each row's request time; run on-demand views.
 
         A view's row counts only if its event time is at or before t − 1 µs and within the view's TTL of it: an
         older row is ``stale``, a newer one ``future`` (both treated as missing). ``enforce_ttl=False`` reads as
-        Feast's ``get_online_features`` does: the stored row whatever its time (neither check).
+        Feast's ``get_online_features`` does: the stored row whatever its time (neither check). ``activity``: per
+        row, the activity view's (features, stale) from the event logs, or None to use its stored row.
         """
         n_groups = len(self.groups)
         per_row_views: list[dict[str, dict[str, Any]]] = []
@@ -217,6 +254,16 @@ class OnlineFeatureReader:
                             continue
                         values[fname] = decode_value(raw)
                     views_out[view_key] = values
+            logged = activity[i] if activity else None
+            if logged is not None:  # the event log knows this view's value at t exactly: never future
+                values, is_stale = logged
+                read_names = self.view_features[self.activity_view]
+                views_out[self.activity_view] = ({n: values[n] for n in read_names} if values is not None
+                                                 else dict.fromkeys(read_names))
+                future_views.discard(self.activity_view)
+                stale_views.discard(self.activity_view)
+                if is_stale:
+                    stale_views.add(self.activity_view)
             per_row_views.append(views_out)
             per_row_stale.append(stale_views)
             per_row_future.append(future_views)

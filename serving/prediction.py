@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlplatform.contracts.activity_log import TransactionEvent
 from serving.model_pool import LoadedModel
 
 
@@ -17,6 +19,12 @@ class ScoringRequest:
     transaction_id: str | None
     row: dict[str, Any]  # entity keys + request fields, as the feature service needs them
     time_us: int  # the transaction's time (µs since the epoch): features are taken as of just before it
+
+    def event(self) -> TransactionEvent:
+        """This transaction as an event of the events stream (without a transaction id: a generated one)."""
+        row = self.row
+        return TransactionEvent(self.transaction_id or uuid.uuid4().hex, int(row["customer_id"]),
+                                int(row["merchant_id"]), float(row["amount"]), self.time_us)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from mlplatform.contracts.activity_log import TransactionEvent
 from mlplatform.settings import Settings
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -35,6 +36,7 @@ MAX_TRANSACTION_TS = INT64_MAX // 1_000_000  # unix seconds whose µs still fit 
 MAX_REQUEST_FIELDS = 32  # entries in `request_fields`
 MAX_REQUEST_FIELD_NAME = 64  # characters of a request field's name
 MAX_REQUEST_FIELD_STR = 256  # characters of a string request field
+MAX_EVENTS_PER_CALL = 1_000  # events one POST /v1/events may carry
 RESERVED_FIELDS = frozenset({"customer_id", "merchant_id", "amount", "transaction_ts", "timestamp"})
 
 EntityId = Annotated[int, Field(ge=0, lt=INT64_END)]
@@ -72,8 +74,8 @@ RequestFieldValue = Annotated[
 ]
 
 
-class Transaction(BaseModel):
-    """A card transaction to score."""
+class TransactionCore(BaseModel):
+    """What every transaction the service takes carries: entity keys, amount and time (bounded at the edge)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -91,24 +93,9 @@ class Transaction(BaseModel):
         None, ge=0, le=MAX_TRANSACTION_TS,
         description="When it happened as unix seconds (alternative to `timestamp`; the same window applies).",
     )
-    transaction_id: str | None = Field(None, max_length=128, description="Your id, echoed back and logged.")
-    request_fields: dict[RequestFieldName, RequestFieldValue] = Field(
-        default_factory=dict, max_length=MAX_REQUEST_FIELDS,
-        description=f"Further request fields an on-demand view may need: at most {MAX_REQUEST_FIELDS}, names of at "
-        f"most {MAX_REQUEST_FIELD_NAME} characters, strings of at most {MAX_REQUEST_FIELD_STR}, int64 integers, "
-        "finite floats, booleans; not the top-level fields' names.",
-    )
-
-    @field_validator("request_fields")
-    @classmethod
-    def _not_reserved(cls, fields: dict[str, Any]) -> dict[str, Any]:
-        clash = sorted(RESERVED_FIELDS.intersection(fields))
-        if clash:
-            raise ValueError(f"{', '.join(clash)}: give these as top-level fields, not in request_fields")
-        return fields
 
     @model_validator(mode="after")
-    def _one_time(self) -> Transaction:
+    def _one_time(self) -> TransactionCore:
         if self.timestamp is not None and self.transaction_ts is not None:
             ts = self.timestamp if self.timestamp.tzinfo else self.timestamp.replace(tzinfo=UTC)
             if int(ts.timestamp()) != self.transaction_ts:
@@ -126,6 +113,26 @@ class Transaction(BaseModel):
     def time_field(self) -> str:
         """The name of the field the transaction's time came from (``timestamp`` unless ``transaction_ts``)."""
         return "transaction_ts" if self.transaction_ts is not None else "timestamp"
+
+
+class Transaction(TransactionCore):
+    """A card transaction to score."""
+
+    transaction_id: str | None = Field(None, max_length=128, description="Your id, echoed back and logged.")
+    request_fields: dict[RequestFieldName, RequestFieldValue] = Field(
+        default_factory=dict, max_length=MAX_REQUEST_FIELDS,
+        description=f"Further request fields an on-demand view may need: at most {MAX_REQUEST_FIELDS}, names of at "
+        f"most {MAX_REQUEST_FIELD_NAME} characters, strings of at most {MAX_REQUEST_FIELD_STR}, int64 integers, "
+        "finite floats, booleans; not the top-level fields' names.",
+    )
+
+    @field_validator("request_fields")
+    @classmethod
+    def _not_reserved(cls, fields: dict[str, Any]) -> dict[str, Any]:
+        clash = sorted(RESERVED_FIELDS.intersection(fields))
+        if clash:
+            raise ValueError(f"{', '.join(clash)}: give these as top-level fields, not in request_fields")
+        return fields
 
     def entity_row(self, time_us: int) -> dict[str, Any]:
         """Entity keys and request fields as the feature service's views read them."""
@@ -148,7 +155,7 @@ class EdgeBounds:
         """The bounds ``settings`` configure (serving_max_amount, serving_max_event_age, serving_max_clock_skew)."""
         return cls(settings.serving_max_amount, settings.serving_max_event_age, settings.serving_max_clock_skew)
 
-    def problems(self, txn: Transaction, time_us: int, now: datetime, loc: tuple[str | int, ...] = ("body",),
+    def problems(self, txn: TransactionCore, time_us: int, now: datetime, loc: tuple[str | int, ...] = ("body",),
                  ) -> list[dict[str, Any]]:
         """Validation errors (pydantic's shape: type, loc, msg, input) of ``txn`` scored at ``time_us``; [] if none."""
         out: list[dict[str, Any]] = []
@@ -240,6 +247,37 @@ class BatchResponse(BaseModel):
     request_id: str
     predictions: list[PredictionOut]
     latency_ms: float
+
+
+class TransactionEventIn(TransactionCore):
+    """A transaction that happened, for the customers' event logs (not scored)."""
+
+    transaction_id: str = Field(
+        min_length=1, max_length=128, description="The transaction's id: its identity in the event log (an event "
+        "sent again with the same id and values changes nothing).",
+    )
+
+    def event(self, time_us: int) -> TransactionEvent:
+        """The stream's event of this transaction at ``time_us``."""
+        return TransactionEvent(self.transaction_id, self.customer_id, self.merchant_id, float(self.amount), time_us)
+
+
+class EventsRequest(BaseModel):
+    """Transaction events to append to the events stream, all or none."""
+
+    model_config = ConfigDict(extra="forbid")
+    events: list[TransactionEventIn] = Field(
+        min_length=1, max_length=MAX_EVENTS_PER_CALL,
+        description=f"At most {MAX_EVENTS_PER_CALL}; one event out of bounds refuses the whole call (422).",
+    )
+
+
+class EventsResponse(BaseModel):
+    """POST /v1/events answer: every event was appended, in order."""
+
+    accepted: int
+    stream: str
+    ids: list[str] = Field(description="The stream entry ids, in the order of the events.")
 
 
 class PushRequest(BaseModel):

@@ -28,6 +28,9 @@ from typing import Any
 
 DEFAULT_STREAM = "mlplatform:transactions"
 CONSUMER_GROUP = "mlplatform-activity"
+# writers cap the stream (XADD MAXLEN ~): with no consumer running it stays bounded; a consumer lagging by more
+# than this many events loses the oldest (`mlplatform stream status` shows the lag; the backfill covers history)
+STREAM_MAX_LEN = 1_000_000
 COVERAGE_KEY = "mlplatform:activity-log"
 LONGEST_WINDOW = timedelta(days=7)
 ACTIVITY_TTL = timedelta(days=30)  # customer_activity's ttl in feature_repo/views.py

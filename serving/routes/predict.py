@@ -60,9 +60,10 @@ def _scoring_requests(txns: Sequence[Transaction], ids: Sequence[str], bounds: E
 
 
 async def _predict(ctx, reqs: list[ScoringRequest], explain: bool) -> tuple[list[Prediction], str | None]:
-    """Predictions of ``reqs``; an explain failure falls back to the scores alone, with the reason."""
+    """Predictions of ``reqs``; an explain failure falls back to the scores alone, with the reason. Scored
+    transactions join the events stream (off the request path) when ``serving_record_events``."""
     try:
-        return await ctx.predictor.predict(reqs, explain=explain), None
+        preds, why = await ctx.predictor.predict(reqs, explain=explain), None
     except MLPlatformError:
         raise
     except Exception as exc:
@@ -70,7 +71,10 @@ async def _predict(ctx, reqs: list[ScoringRequest], explain: bool) -> tuple[list
             raise
         log.warning("explain failed (%s: %s); answering the scores without contributions", type(exc).__name__, exc)
         why = f"contributions could not be computed for this input ({type(exc).__name__}); the score is unaffected"
-        return await ctx.predictor.predict(reqs, explain=False), why
+        preds = await ctx.predictor.predict(reqs, explain=False)
+    if ctx.recorder is not None:
+        ctx.recorder.record([r.event() for r in reqs])
+    return preds, why
 
 
 @router.post("/predict", response_model=PredictResponse)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mlplatform.settings import PROJECT_ROOT
 
-PACKAGES = ("cli", "orchestration", "training", "serving", "monitoring", "scoring", "mlplatform")
+PACKAGES = ("cli", "orchestration", "training", "serving", "monitoring", "scoring", "streaming", "mlplatform")
 
 
 def _lint(root) -> subprocess.CompletedProcess:

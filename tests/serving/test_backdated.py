@@ -196,14 +196,17 @@ def _future_counts(metrics_text: str) -> dict[str, float]:
     return {name: float(v) for name, v in found}
 
 
+@pytest.mark.parametrize("stream_features", [False, True], ids=["stored rows", "event logs"])
 def test_backdated_requests_are_point_in_time_or_flagged_future(serving_settings, trained_models, online_world,
-                                                                store):
+                                                                store, stream_features):
+    """With the stored rows, customer_activity is withheld before its newest row; from the customers' event logs
+    (which cover the whole small world) it is exact at every time, never withheld."""
     from fastapi.testclient import TestClient
 
     from mlplatform.contracts.feature_log import read_feature_logs
     from mlplatform.models.registry import ModelRegistry
 
-    settings = serving_settings()
+    settings = serving_settings(serving_stream_features=stream_features)
     golden = trained_models.versions[0]
     set_aliases(settings, golden=golden)
     names = trained_models.feature_names
@@ -211,6 +214,10 @@ def test_backdated_requests_are_point_in_time_or_flagged_future(serving_settings
     until = raw_watermark(online_world.data_path)  # features are built up to here; Redis holds each newest row
     frame = _requests(raw, until)
     oracle = _oracle(raw, frame, until, store, frame["t_us"])
+    if stream_features:  # the logs know the windows at any t, also after the feature tables' end (exits after it)
+        later = _oracle(raw, frame, until + pd.Timedelta(days=60), store, frame["t_us"])
+        for name in [*CUSTOMER_FEATURES, *FROM_ACTIVITY]:
+            oracle[name] = later[name]
     # what Redis holds (the value the old service served to every request): the oracle after every row
     newest = _oracle(raw, frame, until, store, pd.Series(until.value // 1000 + 10 * 86_400 * US, index=frame.index))
 
@@ -260,15 +267,18 @@ def test_backdated_requests_are_point_in_time_or_flagged_future(serving_settings
     def future_of(why: str, name: str) -> set[bool]:
         return {name in answers[k]["future"] for k in np.flatnonzero(frame["why"] == why)}
 
-    assert future_of("customer newest -1", "txn_count_7d") == {True}
-    assert future_of("customer newest +0", "txn_count_7d") == {True}
+    assert future_of("customer newest -1", "txn_count_7d") == {not stream_features}
+    assert future_of("customer newest +0", "txn_count_7d") == {not stream_features}
     assert future_of("customer newest +1", "txn_count_7d") == {False}
     assert future_of("merchant newest +0", "label_count_30d") == {True}
     assert future_of("merchant newest +1", "label_count_30d") == {False}
     assert future_of("after", "amount_vs_mean_7d") == {False}
-    # not vacuous: many exact values, many withheld ones, and most withheld ones differ from what Redis holds
-    # (the value the service used to serve silently)
-    assert exact > 5000 and flagged > 3000 and would_have_leaked > flagged // 2, (exact, flagged, would_have_leaked)
+    if stream_features:  # the event logs give customer_activity exactly at every time: never withheld
+        assert not [n for a in answers for n in a["future"] + a["stale"] if n in CUSTOMER_FEATURES]
+        assert exact > 8000 and flagged > 500, (exact, flagged)
+    else:  # not vacuous: many exact values, many withheld ones, and most withheld ones differ from what Redis
+        # holds (the value the service used to serve silently)
+        assert exact > 5000 and flagged > 3000 and would_have_leaked > flagged // 2, (exact, flagged, would_have_leaked)
 
     # /metrics counts each withheld feature once per answer
     listed = pd.Series([n for a in answers for n in a["future"]]).value_counts().to_dict()
@@ -284,6 +294,8 @@ def test_backdated_requests_are_point_in_time_or_flagged_future(serving_settings
     # monitoring's consistency check over these logs: what was served matches offline, what was withheld is counted
     from monitoring.consistency import run_consistency
 
+    if stream_features:  # the feature tables end at the data's end: served windows after it (exact, from the
+        return  # event logs) differ from the last offline row until the tables are rebuilt past them
     result = run_consistency(settings, write=False)
     assert result.requests == len(answers) and result.compared + result.skipped_backdated == len(answers)
     assert result.future_requests == sum(bool(a["future"]) for a in answers) > 0
