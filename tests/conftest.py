@@ -57,6 +57,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -74,6 +75,17 @@ REDIS_FIXTURE = "redis_dbs"  # every test whose fixture closure holds this one i
 
 
 # --- settings ---------------------------------------------------------------------------------------------------
+def redis_dump(client: redis.Redis) -> dict[bytes, Any]:
+    """Every key of a Redis database with its content: a hash's fields and values, a sorted set's members and
+    scores (the customers' event logs), a stream's entries. For byte-for-byte comparisons of two states."""
+    out: dict[bytes, Any] = {}
+    for key in client.scan_iter(count=1000):
+        kind = client.type(key)
+        out[key] = (client.zrange(key, 0, -1, withscores=True) if kind == b"zset"
+                    else client.xrange(key) if kind == b"stream" else client.hgetall(key))
+    return out
+
+
 def make_settings(data_dir: Path, **overrides) -> Settings:
     """Settings for a test world; also exported so Feast's ``${VAR}`` placeholders resolve to it.
 

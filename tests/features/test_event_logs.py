@@ -19,6 +19,7 @@ import pytest
 from mlplatform.contracts.activity_log import COVERAGE_KEY, RETENTION, TransactionEvent, apply_events, log_key
 from mlplatform.features.activity import FEATURES, decode_reads, queue_reads
 from mlplatform.features.event_logs import backfill_event_logs
+from tests.conftest import redis_dump
 from tests.oracles import point_in_time, read_raw
 
 PROJECT = "fraud"
@@ -101,14 +102,14 @@ def test_logs_equal_the_offline_store_at_t_minus_1us(backfilled, redis_db):
 
 def test_backfill_is_idempotent_incremental_and_repairs_a_wiped_redis(backfilled, redis_db, world):
     raw, end, first = backfilled
-    dump = _dump(redis_db)
+    dump = redis_dump(redis_db)
     again = backfill_event_logs(redis_db, PROJECT, world / "raw", end.to_pydatetime(), timedelta(days=7))
-    assert again.events == 0 and _dump(redis_db) == dump  # nothing new since the last run: nothing loaded
+    assert again.events == 0 and redis_dump(redis_db) == dump  # nothing new since the last run: nothing loaded
     full = backfill_event_logs(redis_db, PROJECT, world / "raw", end.to_pydatetime(), timedelta(days=7), full=True)
-    assert full.events == first.events and _dump(redis_db) == dump  # reloading changes nothing (idempotent)
+    assert full.events == first.events and redis_dump(redis_db) == dump  # reloading changes nothing (idempotent)
     redis_db.flushdb()
     backfill_event_logs(redis_db, PROJECT, world / "raw", end.to_pydatetime(), timedelta(days=7))
-    assert _dump(redis_db) == dump  # a wiped Redis is loaded again, to the same state
+    assert redis_dump(redis_db) == dump  # a wiped Redis is loaded again, to the same state
 
 
 def test_stream_and_backfill_in_either_order_give_the_same_logs(backfilled, redis_db, world):
@@ -120,13 +121,13 @@ def test_stream_and_backfill_in_either_order_give_the_same_logs(backfilled, redi
     with redis_db.pipeline(transaction=False) as pipe:
         apply_events(pipe, PROJECT, late)
         pipe.execute()
-    after_stream = _dump(redis_db)
+    after_stream = redis_dump(redis_db)
     backfill_event_logs(redis_db, PROJECT, world / "raw", end.to_pydatetime(), timedelta(days=7), full=True)
-    assert _dump(redis_db) == after_stream  # the backfill never removes what the stream added
+    assert redis_dump(redis_db) == after_stream  # the backfill never removes what the stream added
     with redis_db.pipeline(transaction=False) as pipe:
         apply_events(pipe, PROJECT, list(reversed(late)) + late)  # redelivered, out of order
         pipe.execute()
-    assert _dump(redis_db) == after_stream
+    assert redis_dump(redis_db) == after_stream
     assert int(redis_db.hget(COVERAGE_KEY, f"{PROJECT}:to")) == late[-1].ts_us
 
 
@@ -159,7 +160,3 @@ def test_a_later_backfill_trims_what_no_read_needs(redis_db, tmp_path):
                                              // 1000), (str(upto), c)
     assert result.complete_from is not None and len(kept) < len(tx)  # the last run did trim
 
-
-def _dump(client) -> dict:
-    return {k: client.zrange(k, 0, -1, withscores=True) if client.type(k) == b"zset" else client.hgetall(k)
-            for k in client.scan_iter(count=1000)}

@@ -23,14 +23,9 @@ from mlplatform.features.materialize import materialize
 from mlplatform.features.pipelines import raw_watermark
 from mlplatform.settings import Settings
 from mlplatform.stores import open_feature_store
-from tests.conftest import make_settings
+from tests.conftest import make_settings, redis_dump
 
 BATCH_VIEWS = {"customer_activity", "customer_profile", "merchant_risk", "merchant_profile"}
-
-
-def _dump(client: redis.Redis) -> dict[bytes, dict[bytes, bytes]]:
-    """Every key of the database with all its hash fields and values."""
-    return {key: client.hgetall(key) for key in client.scan_iter(count=1000)}
 
 
 def _customer_key(customer_id: int) -> bytes:
@@ -90,7 +85,7 @@ def test_fast_engine_writes_byte_identical_redis_and_registry(two_dbs):
     assert all(r.rows > 0 for r in by_fast)
     assert {r.view: r.rows for r in by_fast} == {r.view: r.rows for r in by_feast}
 
-    feast_dump, fast_dump = _dump(feast_client), _dump(fast_client)
+    feast_dump, fast_dump = redis_dump(feast_client), redis_dump(fast_client)
     assert len(feast_dump) > 100
     assert fast_dump.keys() == feast_dump.keys()
     assert fast_dump == feast_dump  # every field name and value, byte for byte
@@ -127,13 +122,13 @@ def test_incremental_runs_write_nothing_new_the_second_time(two_dbs):
     end = raw_watermark(fast_settings.data_path).to_pydatetime()
     first = _materialize(fast_settings, end)
     assert sum(r.rows for r in first if r.engine == "fast") > 0
-    before = _dump(fast_client)
+    before = redis_dump(fast_client)
     again = materialize(fast_settings, end=end)
     assert all(r.rows == 0 for r in again)
     # Feast's own incremental run continues from the interval the fast engine recorded
     store = open_feature_store(fast_settings)
     store.materialize_incremental(end_date=end, feature_views=sorted(BATCH_VIEWS))
-    assert _dump(fast_client) == before
+    assert redis_dump(fast_client) == before
 
 
 def test_a_column_of_the_wrong_type_is_a_clear_error(two_dbs):

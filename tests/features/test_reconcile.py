@@ -23,18 +23,12 @@ from mlplatform.errors import OnlineStoreUnavailable
 from mlplatform.features.definitions import apply_definitions
 from mlplatform.features.materialize import materialize
 from mlplatform.stores import open_feature_store
-from tests.conftest import make_settings, process_environ
+from tests.conftest import make_settings, process_environ, redis_dump
 
 ROOT = Path(__file__).resolve().parents[2]
 MLPLATFORM = str(Path(sys.executable).parent / "mlplatform")
 ACTIVITY_FEATURES = ["txn_count_1h", "txn_count_24h", "txn_count_7d", "amount_sum_24h", "amount_mean_24h",
                      "amount_sum_7d", "amount_mean_7d", "distinct_merchants_24h", "last_txn_epoch"]
-
-
-def _dump(client: redis.Redis) -> dict[bytes, dict[bytes, bytes] | list[tuple[bytes, float]]]:
-    """Every key of the database with all its hash fields and values (a customer's event log: its members)."""
-    return {key: client.zrange(key, 0, -1, withscores=True) if client.type(key) == b"zset" else client.hgetall(key)
-            for key in client.scan_iter(count=1000)}
 
 
 def _diff(got: dict, want: dict) -> str:
@@ -54,11 +48,11 @@ def pair(world, redis_dbs):
     client, clean_client = redis_dbs.flush(0), redis_dbs.flush(1)
     apply_definitions(clean, validate=False)
     materialize(clean, full=True, on_note=None)
-    want = _dump(clean_client)
+    want = redis_dump(clean_client)
     clean_client.flushdb()
     apply_definitions(settings, validate=False)
     first = materialize(settings, on_note=None)
-    assert sum(r.rows for r in first) > 150 and _dump(client) == want
+    assert sum(r.rows for r in first) > 150 and redis_dump(client) == want
     assert len(want) > 150 and want[MATERIALIZED_KEY.encode()]  # watermarks are part of the state
     yield settings, client, want
     client.flushdb()
@@ -73,7 +67,7 @@ def test_a_wiped_redis_is_reloaded_by_a_plain_incremental_run(pair):
     settings, client, want = pair
     client.flushdb()
     results, notes = _incremental(settings)
-    assert _dump(client) == want, _diff(_dump(client), want)
+    assert redis_dump(client) == want, _diff(redis_dump(client), want)
     assert {r.view for r in results if r.repair} == {r.view for r in results} and sum(r.rows for r in results) > 150
     assert any(n.startswith("Redis lost customer_activity (no watermark): reloading from ") for n in notes), notes
     again, notes = _incremental(settings)
@@ -88,10 +82,10 @@ def test_a_view_lost_on_some_keys_with_its_watermark_is_reloaded(pair):
     for key in keys:
         client.hdel(key, *fields)
     client.hdel(MATERIALIZED_KEY, materialized_field(store.project, "customer_activity"))
-    assert _dump(client) != want
+    assert redis_dump(client) != want
 
     results, notes = _incremental(settings)
-    assert _dump(client) == want, _diff(_dump(client), want)
+    assert redis_dump(client) == want, _diff(redis_dump(client), want)
     assert [r.view for r in results if r.repair] == ["customer_activity"], notes
     assert all(r.rows == 0 for r in results if r.view != "customer_activity")
 
@@ -104,7 +98,7 @@ def test_keys_lost_under_a_surviving_watermark_are_found_by_the_probe(pair):
     for key in keys[: len(keys) // 2]:  # the small world has fewer entities than a probe samples: all are checked
         client.hdel(key, *fields)
     results, notes = _incremental(settings)
-    assert _dump(client) == want, _diff(_dump(client), want)
+    assert redis_dump(client) == want, _diff(redis_dump(client), want)
     assert [r.view for r in results if r.repair] == ["merchant_risk"]
     assert f"{len(keys) // 2} of {len(keys)} sampled keys lack its row" in notes[0], notes
 
@@ -117,7 +111,7 @@ def test_an_older_watermark_than_the_registry_is_repaired(pair):
     older = Watermark(mark.end.replace(year=mark.end.year - 1), mark.keys)  # as if a year-old snapshot came back
     client.hset(MATERIALIZED_KEY, field, older.encode())
     results, notes = _incremental(settings)
-    assert _dump(client) == want, _diff(_dump(client), want)
+    assert redis_dump(client) == want, _diff(redis_dump(client), want)
     assert [r.view for r in results if r.repair] == ["customer_profile"]
     assert "is older than the registry's end" in notes[0]
 
@@ -175,9 +169,9 @@ def test_a_sigkilled_full_materialize_then_an_incremental_run_equals_a_clean_run
                 proc.kill()
                 proc.wait(10)
             proc.stdout.close()
-        lost = _dump(client) != want  # a kill late in the last view may land after its last write
+        lost = redis_dump(client) != want  # a kill late in the last view may land after its last write
         results, notes = _incremental(settings)
-        got = _dump(client)
+        got = redis_dump(client)
         assert got == want, f"killed {label} (+{delay:.2f} s, seed {seed}): {_diff(got, want)}"
         if lost:  # it said what Redis lost, and loaded it
             assert notes and sum(r.rows for r in results) > 0, (label, seed, notes)
