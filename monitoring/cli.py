@@ -175,14 +175,28 @@ def check(
 def replay(
     url: Annotated[str | None, typer.Option(help="Service base URL (default: serving_host:serving_port).")] = None,
     period: Annotated[str | None, typer.Option(help="Generated period to replay (default: the latest).")] = None,
-    limit: Annotated[int, typer.Option(help="Send at most this many transactions (uniform sample; 0 = all).")] = 5000,
+    limit: Annotated[int, typer.Option(help="Score at most this many transactions (uniform sample; 0 = all).")] = 5000,
+    live: Annotated[bool, typer.Option(
+        "--live/--end-state", help="--live: play the period in event-time order through POST /v1/events (needs "
+        "`mlplatform stream run` and the admin key) and score each sampled transaction at its own time. "
+        "--end-state (the default): score the sample against the online store as it stands now, a load "
+        "replay whose windows are those at the end of the data, not at each transaction.")] = False,
+    speed: Annotated[float, typer.Option(help="--live: how many times faster than real time the clock runs "
+                                              "(3600: an hour of the period per second).")] = 3600.0,
 ) -> None:
-    """Send a generated period's transactions to the running service (moved forward to end now), then wait for logs."""
+    """Send a generated period's transactions to the running service, moved forward by whole days to end now."""
     from mlplatform.settings import get_settings
+    from monitoring.replay import live_replay
     from monitoring.replay import replay as run_replay
 
     settings = get_settings()
-    result = run_replay(settings, url, period, limit)
-    console.print(f"replayed {result.sent:,} transactions of {result.period} (+{result.shift_days} days), "
-                  f"{result.failed:,} failed, in {result.seconds:.1f}s")
+    if live:
+        res = live_replay(settings, url, period, limit, speed)
+        console.print(f"live replay of {res.period} (+{res.shift_days} days, {res.speed:g}x): {res.events:,} events, "
+                      f"{res.scored:,} scored at their own time, {res.failed:,} failed; {res.history:,} earlier "
+                      f"transactions moved forward; {res.seconds:.1f}s ({res.waited:.1f}s waiting for the consumers)")
+    else:
+        result = run_replay(settings, url, period, limit)
+        console.print(f"replayed {result.sent:,} transactions of {result.period} (+{result.shift_days} days) against "
+                      f"the online store's end state, {result.failed:,} failed, in {result.seconds:.1f}s")
     time.sleep(settings.feature_log_flush_seconds + 0.5)  # let the service's feature-log writer flush them
