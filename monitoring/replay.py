@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -95,3 +96,175 @@ def replay(settings: Settings, url: str | None = None, period: str | None = None
             f"the service at {base} did not answer ({exc}); start it with `mlplatform serve`"
         ) from exc
     return ReplayResult(name, sent, failed, days, time.perf_counter() - t0)
+
+
+# --- the live replay: event-time order, a compressed clock, the events path ----------------------------------------
+@dataclass(frozen=True)
+class LiveReplayResult:
+    """What a live replay played: events through the stream, predictions scored at their own (shifted) time."""
+
+    period: str
+    events: int  # the period's transactions sent to POST /v1/events
+    scored: int  # of them, scored by POST /v1/predict/batch (the sample)
+    failed: int  # predictions answered with an error
+    history: int  # earlier transactions moved forward with the period (each customer's last 37 days)
+    shift_days: int
+    speed: float
+    seconds: float
+    waited: float  # seconds spent waiting for the stream's consumers to apply what was sent
+
+
+def _events(tx: pd.DataFrame, shift: pd.Timedelta) -> list[Any]:
+    from mlplatform.contracts.activity_log import TransactionEvent
+
+    us = (pd.to_datetime(tx["event_timestamp"], utc=True) + shift).astype("int64") // 1000
+    return [TransactionEvent(str(i), int(c), int(m), float(a), int(t)) for i, c, m, a, t in
+            zip(tx["transaction_id"], tx["customer_id"], tx["merchant_id"], tx["amount"], us, strict=True)]
+
+
+def _iso(t_us: int) -> str:
+    return pd.Timestamp(t_us, unit="us", tz="UTC").isoformat()
+
+
+def wait_applied(client: Any, stream: str, timeout: float) -> float:
+    """Block until the stream's consumer group has applied every entry sent so far (lag 0, nothing pending)."""
+    from mlplatform.contracts.activity_log import CONSUMER_GROUP
+
+    t0 = time.monotonic()
+    while True:
+        try:
+            groups = {g["name"].decode() if isinstance(g["name"], bytes) else g["name"]: g
+                      for g in client.xinfo_groups(stream)}
+        except Exception:  # noqa: BLE001 - no stream yet: nothing applied
+            groups = {}
+        group = groups.get(CONSUMER_GROUP)
+        if group is not None and group.get("lag") == 0 and group.get("pending") == 0:
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > timeout:
+            state = "no consumer group" if group is None else f"lag {group.get('lag')}, pending {group.get('pending')}"
+            raise MLPlatformError(f"the events stream {stream!r} was not applied within {timeout:.0f} s ({state}): "
+                                  "start `mlplatform stream run` beside the service")
+        time.sleep(0.002)
+
+
+def _history(settings: Settings, start: pd.Timestamp) -> tuple[pd.DataFrame, list[int]]:
+    """The raw transactions of the 37 days before ``start`` (what the windows of the period's first events see),
+    and the customers with transactions at or after ``start`` (the period's and any later ones)."""
+    import duckdb
+
+    from mlplatform.contracts.activity_log import RETENTION
+
+    glob = str(settings.layout.raw_dir / "transactions" / "*.parquet")
+    with duckdb.connect() as con:
+        before = con.execute(
+            "SELECT transaction_id, customer_id, merchant_id, amount, event_timestamp FROM read_parquet($g) "
+            "WHERE event_timestamp >= $a AND event_timestamp < $b ORDER BY event_timestamp",
+            {"g": glob, "a": (start - RETENTION).to_pydatetime(), "b": start.to_pydatetime()}).fetchdf()
+        later = con.execute("SELECT DISTINCT customer_id FROM read_parquet($g) WHERE event_timestamp >= $b",
+                            {"g": glob, "b": start.to_pydatetime()}).fetchall()
+    return before, [int(c) for (c,) in later]
+
+
+def _rewind(client: Any, settings: Settings, start: pd.Timestamp, shift: pd.Timedelta) -> int:
+    """Set the customers' event logs to the world as it stood at ``start``, moved forward by ``shift``: events from
+    ``start`` on (the period's and later ones, at their original times or from an earlier replay) are removed, the
+    37 days before it moved forward. The replay then adds the period's events at their shifted times."""
+    from mlplatform.contracts.activity_log import apply_events, log_key
+    from mlplatform.features.repo import feast_project
+
+    before, later = _history(settings, start)
+    project = feast_project(settings.feature_repo)
+    start_us = start.value // 1000
+    with client.pipeline(transaction=False) as pipe:
+        for c in later:
+            pipe.zremrangebyscore(log_key(project, c), start_us, "+inf")
+        pipe.execute()
+    past = _events(before, shift)
+    moved = 0
+    for i in range(0, len(past), 20_000):
+        with client.pipeline(transaction=False) as pipe:
+            moved += apply_events(pipe, project, past[i:i + 20_000])
+            pipe.execute()
+    return moved
+
+
+def live_replay(settings: Settings, url: str | None = None, period: str | None = None, limit: int = 5000,
+                speed: float = 3600.0, now: datetime | None = None, seed: int = 0, on_progress=None,
+                apply_timeout: float = 60.0) -> LiveReplayResult:
+    """Play a period in event-time order on a clock ``speed`` times faster than real time, moved forward by whole
+    days to end at or before now.
+
+    Every transaction of the period goes to ``POST /v1/events`` when its (shifted) time comes; a uniform sample of
+    ``limit`` of them is then scored by ``POST /v1/predict/batch`` at that same time, once the stream's consumers
+    have applied everything sent before (so each scored transaction sees exactly its predecessors, as the offline
+    store does at t − 1 µs). When the shift is more than zero days, the event logs are first set to the world as it
+    stood at the period's start, moved forward (``_rewind``, written straight to Redis): the windows of the period's
+    first transactions are the original ones too, and no later event shows up in a shifted window. Needs the
+    service, `mlplatform stream run`, and the admin key (``serving_api_key``) for the events endpoint."""
+    import httpx
+
+    from mlplatform.stores import redis_client, redis_errors
+
+    if speed <= 0:
+        raise InvalidInputError(f"--speed must be above 0 (got {speed:g})")
+    if not settings.serving_api_key:
+        raise InvalidInputError("the live replay sends events to POST /v1/events, which needs the admin key: set "
+                                "MLPLATFORM_SERVING_API_KEY (the service's key)")
+    t0 = time.perf_counter()
+    name, end, tx = period_transactions(settings, period)
+    tx = tx.sort_values(["event_timestamp", "transaction_id"]).reset_index(drop=True)
+    days = shift_days(end, now or datetime.now(UTC))
+    shift = pd.Timedelta(days=days)
+    scored_ids = set(tx["transaction_id"]) if not limit or len(tx) <= limit else set(
+        tx["transaction_id"].iloc[np.random.default_rng(seed).choice(len(tx), limit, replace=False)])
+    events = _events(tx, shift)
+    client = redis_client(settings)
+    history = 0
+    if days:
+        with redis_errors(settings.redis_addr, "did not answer", settings.redis_timeout_seconds):
+            history = _rewind(client, settings, pd.Timestamp(tx["event_timestamp"].min()), shift)
+    base = url or f"http://{settings.serving_host}:{settings.serving_port}"
+    headers = {"X-API-Key": settings.serving_api_key}
+    sim0, wall0 = events[0].ts_us if events else 0, time.monotonic()
+    scored = failed = sent = 0
+    waited = 0.0
+    try:
+        with httpx.Client(base_url=base, timeout=30) as http:
+            i = 0
+            while i < len(events):
+                due_us = sim0 + int((time.monotonic() - wall0) * speed * 1_000_000)
+                if events[i].ts_us > due_us:  # nothing due yet: sleep until the next event's time
+                    time.sleep(min(1.0, (events[i].ts_us - due_us) / speed / 1_000_000))
+                    continue
+                j = i
+                while j < len(events) and j - i < 1000 and events[j].ts_us <= due_us:
+                    j += 1
+                chunk = events[i:j]
+                answer = http.post("/v1/events", headers=headers, json={"events": [
+                    {"transaction_id": e.transaction_id, "customer_id": e.customer_id, "merchant_id": e.merchant_id,
+                     "amount": e.amount, "timestamp": _iso(e.ts_us)} for e in chunk]})
+                if answer.status_code != 200:
+                    raise MLPlatformError(f"POST /v1/events answered {answer.status_code}: {answer.text[:300]}")
+                sent += len(chunk)
+                with redis_errors(settings.redis_addr, "did not answer", settings.redis_timeout_seconds):
+                    waited += wait_applied(client, settings.events_stream, apply_timeout)
+                bodies = [{"customer_id": e.customer_id, "merchant_id": e.merchant_id, "amount": e.amount,
+                           "timestamp": _iso(e.ts_us), "transaction_id": e.transaction_id}
+                          for e in chunk if int(e.transaction_id) in scored_ids]
+                for k in range(0, len(bodies), settings.serving_max_batch):
+                    part = bodies[k:k + settings.serving_max_batch]
+                    response = http.post("/v1/predict/batch", json={"transactions": part})
+                    if response.status_code == 200:
+                        scored += len(part)
+                    else:
+                        failed += len(part)
+                i = j
+                if on_progress:
+                    on_progress(sent, len(events))
+    except httpx.HTTPError as exc:
+        raise MLPlatformError(
+            f"the service at {base} did not answer ({type(exc).__name__}); start it with `mlplatform serve`"
+        ) from exc
+    finally:
+        client.close()
+    return LiveReplayResult(name, sent, scored, failed, history, days, speed, time.perf_counter() - t0, waited)

@@ -57,9 +57,9 @@ def run(
     import threading
     import time
 
+    from mlplatform.features.repo import feast_project
     from mlplatform.settings import get_settings
     from streaming.consumer import ConsumerOptions, Progress, StreamConsumer
-    from streaming.project import feast_project
 
     settings = get_settings()
     options = ConsumerOptions(
@@ -112,9 +112,9 @@ def status(
 
     from rich.table import Table
 
+    from mlplatform.features.repo import feast_project
     from mlplatform.settings import get_settings
     from mlplatform.stores import redis_errors
-    from streaming.project import feast_project
     from streaming.status import read_status
 
     settings = get_settings()

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from mlplatform.errors import DefinitionError
+from mlplatform.errors import DataNotFoundError, DefinitionError
 from mlplatform.settings import Settings
 
 
@@ -42,3 +42,21 @@ def parse_definitions(settings: Settings):
             return parse_repo(repo)
         except Exception as exc:  # a definition file that does not import
             raise DefinitionError(f"feature_repo does not load: {type(exc).__name__}: {exc}") from exc
+
+
+def feast_project(feature_repo: Path) -> str:
+    """The ``project:`` of ``<feature_repo>/feature_store.yaml`` (the namespace of every Redis key the logs use)."""
+    import yaml
+
+    path = Path(feature_repo) / "feature_store.yaml"
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise DataNotFoundError(f"cannot read the Feast project name from {path} ({type(exc).__name__}); "
+                                "check MLPLATFORM_FEATURE_REPO") from None
+    except yaml.YAMLError as exc:
+        raise DefinitionError(f"{path} is not valid YAML ({type(exc).__name__})") from None
+    project = data.get("project") if isinstance(data, dict) else None
+    if not isinstance(project, str) or not project.strip():
+        raise DefinitionError(f"{path} names no `project:`")
+    return project.strip()
