@@ -150,9 +150,10 @@ def skew_why_not(result, settings: Settings) -> str:
 
 
 def consistency_why_not(result, settings: Settings) -> str:
-    """Why consistency was not judged: too few requests could be compared (back-dated ones cannot)."""
+    """Why consistency was not judged: too few requests could be compared (back-dated ones cannot, nor those
+    after the offline data's end)."""
     return rows_why_not(result.compared, settings, f"of {result.requests:,} requests comparable "
-                        f"({result.skipped_backdated:,} back-dated skipped)")
+                        f"({result.skips()})")
 
 
 def quality_why_not(result, settings: Settings) -> str:

@@ -88,8 +88,9 @@ def consistency(since: SinceOpt = None, until: UntilOpt = None) -> None:
         for e in f.examples[:2]:
             console.print(f"  e.g. {f.feature}: request {e['request_id']} served {e['served']} offline {e['offline']}",
                           highlight=False)
-    console.print(f"{result.compared:,} of {result.requests:,} requests compared; {result.skipped_backdated:,} "
-                  f"back-dated skipped; {result.seconds:.1f}s")
+    replayed = f"; {result.replayed:,} replayed, judged at their original time" if result.replayed else ""
+    console.print(f"{result.compared:,} of {result.requests:,} requests compared; {result.skips()}{replayed}; "
+                  f"{result.seconds:.1f}s", highlight=False, soft_wrap=True)
     _left_out(result.unjudged)
     _where(result.files)
 

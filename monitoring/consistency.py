@@ -1,41 +1,76 @@
 """Online/offline consistency: recompute each served request's features point-in-time from the offline store, at
-the request's own time, and count per feature how often the served value differs.
+the time the service took them, and count per feature how often the served value differs.
 
 This is the check that catches a transformation computed one way in training and another in serving (a unit
 change, a different formula in an on-demand view, a stale or half-materialized online store).
 
-What it can and cannot compare: the online store holds the *latest* materialized row of each entity, while the
-offline store answers "as of the request's time". The two agree only when the online store was fresh at that
-time: every feature row up to the request's time materialized, and no newer row already in it. Live traffic
-(requests stamped with the time they are served) meets this. A request stamped earlier than feature rows that
-existed when it was served (a replay of history, a back-dated transaction) is counted as ``skipped_backdated``
-and not compared: a service older than the feature log's ``future`` column served it newer values. The service
-now withholds such values and logs the features in ``future``; a feature a compared request lists there had no
-served value by design, so that cell is not compared either and is counted per feature as ``future`` (and
-``future_requests`` counts the window's requests that listed any). Requests are matched to offline rows with the
-same contract as training: a transaction at t reads features as of t - 1 µs
-(``mlplatform.features.service.transaction_entity_rows``). Logged rows it cannot recompute (no customer or
-merchant id, no transaction time: ``CONSISTENCY_NEEDS``; see ``monitoring.logs``) are left out and counted by
-reason (``unjudged``).
+**At which time each feature is recomputed.** A transaction at t reads features as of t - 1 µs, with the same
+contract as training (``mlplatform.features.service.transaction_entity_rows``); t is the exact time the service
+used (the log's ``transaction_time_us``; older logs: ``transaction_ts``, whole seconds).
+
+* Features of views served from Feast's materialized rows (merchant_risk, the profiles, and customer_activity when
+  the log's ``activity_source`` is ``"rows"`` or absent) are recomputed at the SERVED time. The online store holds
+  the *latest* row of each entity, so the two agree only when it was fresh then: every row up to that time
+  materialized and no newer one already in it. After the offline tables' end the materialized row IS the last
+  offline row, so such rows are compared there too (they are what the offline store will still say).
+* Features derived from customer_activity served from the customer's event log (``activity_source`` ``"logs"``:
+  the view's own features and the outputs of on-demand views that read it) are exact at the served time, so they
+  are recomputed there, unless the row is a **replay**: its ``transaction_id`` is a raw transaction
+  (``<raw_dir>/transactions``) whose event time differs from the served time. A replay shifts the period and the
+  customers' event logs forward by whole days, so the served value equals the offline value at the ORIGINAL time
+  t - 1 µs (the raw event time); on-demand outputs are recomputed with the original request values (hour of day
+  and time since the last transaction do not change under a whole-day shift of both). A shift that is not whole
+  days is no replay the check can place: skipped, ``"shift is not whole days"``.
+
+**What is not compared, by reason** (never dropped silently: ``skipped_backdated``, ``skipped`` and the
+headline):
+
+* *After the offline data's end.* The offline tables end at the build's watermark (``_build_state.json`` beside
+  them; else just after their newest row). Where a row's event-log features would be recomputed at or after it,
+  the offline store has no value for that time yet (window exits after the end are missing): skipped and counted
+  as ``"after the offline data's end (<end>)"`` (``skipped_after_offline_end``), judged once the tables are
+  rebuilt past it.
+* *Back-dated.* A feature row of a view served from stored rows, for the request's entities, newer than the time
+  the view is recomputed at and not newer than when the request was logged: the hash may have held it when the
+  request was served (a service older than the log's ``future`` column served it silently). The request is
+  skipped (``skipped_backdated``). Views served from the event log are exact at any time and need no such check.
+* *Withheld.* The service withholds stored rows newer than a request and logs them in ``future``; such a cell is
+  not compared and is counted per feature as ``future`` (``future_requests``: requests that listed any).
+* Logged rows it cannot recompute at all (no customer or merchant id, no transaction time: ``CONSISTENCY_NEEDS``;
+  see ``monitoring.logs``) are left out and counted by reason (``unjudged``).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from mlplatform.contracts.feature_log import ACTIVITY_FROM_LOGS
+from mlplatform.features.activity import ACTIVITY_VIEW
 from mlplatform.features.service import ENTITY_KEYS, transaction_entity_rows
 from mlplatform.settings import Settings
 from monitoring.logs import CONSISTENCY_NEEDS, LogWindow, UnjudgedRows, resolve_window, served_rows
 from monitoring.reports import ReportFiles, render_table_page, write_report
 
 MAX_EXAMPLES = 5
+US = 1_000_000
+DAY_US = 86_400 * US
+NOT_WHOLE_DAYS = "shift is not whole days"
+BACKDATED = "back-dated (a stored row newer than the request's time existed when it was served)"
+SERVED, ACTIVITY = "served", "activity"  # the two recompute times: the served one, the event-log features' one
+
+
+def after_end_reason(end: datetime) -> str:
+    """The skip reason of rows whose event-log features would be recomputed at or after the offline data's end."""
+    return f"after the offline data's end ({end.isoformat()})"
 
 
 @dataclass(frozen=True)
@@ -52,7 +87,7 @@ class FeatureMismatch:
 
 @dataclass
 class ConsistencyResult:
-    """The consistency report's figures."""
+    """The consistency report's figures: ``compared + skipped_backdated + sum(skipped.values()) == requests``."""
 
     window: LogWindow
     feature_service: str
@@ -64,34 +99,80 @@ class ConsistencyResult:
     files: ReportFiles | None = field(default=None, repr=False)
     future_requests: int = 0  # served requests that listed any feature in ``future`` (back-dated ones included)
     unjudged: UnjudgedRows = field(default_factory=UnjudgedRows)  # logged rows left out, by reason
+    skipped_after_offline_end: int = 0  # event-log features at or after the offline tables' end: not judged yet
+    offline_end: datetime | None = None  # the offline feature tables' end (their build's watermark)
+    skipped: dict[str, int] = field(default_factory=dict)  # requests not compared other than back-dated, by reason
+    replayed: int = 0  # compared requests whose event-log features were recomputed at their original time
 
     def worst(self) -> list[FeatureMismatch]:
         """Features with any mismatch, worst first."""
         return sorted((f for f in self.features if f.mismatches), key=lambda f: -f.rate)
 
+    def skips(self) -> str:
+        """The requests not compared, by reason, in a few words."""
+        end = self.offline_end.isoformat() if self.offline_end else "unknown"
+        parts = [f"{self.skipped_backdated:,} back-dated skipped",
+                 f"{self.skipped_after_offline_end:,} after the offline data's end ({end}) skipped"]
+        parts += [f"{n:,} skipped: {why}" for why, n in sorted(self.skipped.items())
+                  if not why.startswith("after the offline data's end")]
+        return ", ".join(parts)
+
     def headline(self) -> str:
         bad = ", ".join(f"{f.feature} {f.rate:.1%}" for f in self.worst()) or "none"
         withheld = f"; {self.future_requests:,} with features withheld as future" if self.future_requests else ""
+        replayed = f"; {self.replayed:,} replayed, judged at their original time" if self.replayed else ""
         left_out = f"; {self.unjudged.short()}" if self.unjudged else ""
         return (f"{self.compared:,} of {self.requests:,} served requests recomputed offline "
-                f"({self.skipped_backdated:,} back-dated skipped{withheld}); features with mismatches: {bad}{left_out}")
+                f"({self.skips()}{replayed}{withheld}); features with mismatches: {bad}{left_out}")
+
+    def skip_table(self) -> list[dict[str, Any]]:
+        """Rows for a report page: the requests not compared, one row per reason."""
+        out = [{"reason": BACKDATED, "requests": self.skipped_backdated}]
+        return out + [{"reason": why, "requests": n} for why, n in sorted(self.skipped.items())]
 
     def to_dict(self) -> dict[str, Any]:
         return {"window": self.window.to_dict(), "feature_service": self.feature_service, "requests": self.requests,
                 "compared": self.compared, "skipped_backdated": self.skipped_backdated,
+                "skipped_after_offline_end": self.skipped_after_offline_end,
+                "offline_end": self.offline_end.isoformat() if self.offline_end else None,
+                "skipped": dict(sorted(self.skipped.items())), "replayed": self.replayed,
                 "future_requests": self.future_requests,
                 "features": [asdict(f) for f in self.features], "seconds": self.seconds,
                 "headline": self.headline(), "unjudged": self.unjudged.to_dict()}
 
 
-def served_entity_rows(served: pd.DataFrame) -> pd.DataFrame:
-    """Entity rows (keys, request fields, t - 1 µs) for logged requests, keyed by ``request_id``."""
+# --- the served rows: times, sources, entity rows -----------------------------------------------------------------
+def served_times_us(served: pd.DataFrame) -> np.ndarray:
+    """Each row's transaction time in µs as the service used it: ``transaction_time_us`` where the log has it (and
+    it lies in the logged second), else ``transaction_ts`` in whole seconds."""
+    seconds = pd.to_numeric(served["transaction_ts"], errors="coerce").astype("int64").to_numpy()
+    out = seconds * US
+    if "transaction_time_us" in served.columns:
+        exact = pd.to_numeric(served["transaction_time_us"], errors="coerce").astype("Int64")
+        known = exact.notna().to_numpy()
+        values = exact.to_numpy(dtype="int64", na_value=0)
+        use = known & (values // US == seconds)
+        out = np.where(use, values, out)
+    return out
+
+
+def from_event_logs(served: pd.DataFrame) -> np.ndarray:
+    """True for rows whose customer_activity the service read from the event logs (a log without the column, or a
+    null: from stored rows, the only source older services had)."""
+    if "activity_source" not in served.columns:
+        return np.zeros(len(served), dtype=bool)
+    return (served["activity_source"] == ACTIVITY_FROM_LOGS).fillna(False).astype(bool).to_numpy()
+
+
+def entity_rows_at(served: pd.DataFrame, times_us: np.ndarray) -> pd.DataFrame:
+    """Entity rows (keys, request fields, t - 1 µs) for logged requests taken at ``times_us``, keyed by
+    ``request_id``; ``transaction_ts`` is that time in whole seconds (what the on-demand view reads)."""
     tx = pd.DataFrame({
         "transaction_id": served["request_id"].to_numpy(),
         "customer_id": served["customer_id"].astype("int64").to_numpy(),
         "merchant_id": served["merchant_id"].astype("int64").to_numpy(),
         "amount": served["amount"].astype("float64").to_numpy(),
-        "event_timestamp": pd.to_datetime(served["transaction_ts"].astype("int64"), unit="s", utc=True).to_numpy(),
+        "event_timestamp": pd.to_datetime(np.asarray(times_us, dtype="int64"), unit="us", utc=True),
     })
     rows = transaction_entity_rows(tx).rename(columns={"transaction_id": "request_id"})
     if "request_fields" in served.columns:  # further request fields an on-demand view may read
@@ -101,6 +182,120 @@ def served_entity_rows(served: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
+def served_entity_rows(served: pd.DataFrame) -> pd.DataFrame:
+    """Entity rows (keys, request fields, t - 1 µs) for logged requests at their served time, keyed by
+    ``request_id``."""
+    return entity_rows_at(served, served_times_us(served))
+
+
+def raw_event_times(raw_dir: Path, transaction_ids: pd.Series) -> pd.Series:
+    """Per logged row (same index), the event time in µs of the raw transaction with its ``transaction_id``; NA
+    where the id is not a raw transaction's (or there are no raw transactions under ``raw_dir``)."""
+    import duckdb
+
+    out = pd.Series(pd.NA, index=transaction_ids.index, dtype="Int64")
+    folder = Path(raw_dir) / "transactions"
+    if not any(folder.glob("*.parquet")):
+        return out
+    ids: list[tuple[int, int]] = []
+    for k, value in enumerate(transaction_ids.tolist()):
+        if isinstance(value, str) and value.lstrip("-").isdigit():
+            number = int(value)
+            if str(number) == value and -(2**63) <= number < 2**63:
+                ids.append((k, number))
+    if not ids:
+        return out
+    wanted = pd.DataFrame(ids, columns=["k", "transaction_id"]).astype("int64")
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("wanted", wanted)
+        found = con.execute(
+            "SELECT w.k, r.ts_us FROM wanted w JOIN (SELECT CAST(transaction_id AS BIGINT) AS transaction_id, "
+            "min(epoch_us(event_timestamp::TIMESTAMPTZ)) AS ts_us FROM read_parquet(?) GROUP BY 1) r "
+            "USING (transaction_id)", [str(folder / "*.parquet")]).fetchdf()
+    out.iloc[found["k"].to_numpy(dtype="int64")] = found["ts_us"].to_numpy(dtype="int64")
+    return out
+
+
+# --- the feature service: which features derive from customer_activity, which views are read at which time --------
+@dataclass(frozen=True)
+class FeaturePlan:
+    """Of a feature service: the features derived from customer_activity (its own and the outputs of on-demand
+    views reading it) and, per stored view, at which recompute times its values are read (``SERVED``,
+    ``ACTIVITY``)."""
+
+    activity_features: frozenset[str]
+    view_times: dict[str, frozenset[str]]
+
+
+def feature_plan(store, service_name: str) -> FeaturePlan:
+    """The ``FeaturePlan`` of a feature service, from the registry."""
+    service = store.get_feature_service(service_name)
+    derived: set[str] = set()
+    times: dict[str, set[str]] = {}
+    for projection in service.feature_view_projections:
+        names = [f.name for f in projection.features]
+        try:
+            odfv = store.get_on_demand_feature_view(projection.name)
+        except Exception:  # a plain feature view
+            if projection.name == ACTIVITY_VIEW:
+                derived.update(names)
+            times.setdefault(projection.name, set()).add(ACTIVITY if projection.name == ACTIVITY_VIEW else SERVED)
+            continue
+        sources = [p.name for p in odfv.source_feature_view_projections.values()]
+        reads_activity = ACTIVITY_VIEW in sources
+        if reads_activity:
+            derived.update(names)
+        for name in sources:
+            times.setdefault(name, set()).add(ACTIVITY if reads_activity else SERVED)
+    return FeaturePlan(frozenset(derived), {k: frozenset(v) for k, v in times.items()})
+
+
+def view_sources(store, service_name: str) -> list[tuple[str, list[str], str, str]]:
+    """(view, join keys, Parquet path, timestamp column) of every stored view the service reads, ODFV sources too."""
+    service = store.get_feature_service(service_name)
+    names: list[str] = []
+    for projection in service.feature_view_projections:
+        try:
+            odfv = store.get_on_demand_feature_view(projection.name)
+        except Exception:  # a plain feature view
+            names.append(projection.name)
+            continue
+        names.extend(p.name for p in odfv.source_feature_view_projections.values())
+    out = []
+    for name in dict.fromkeys(names):
+        view = store.get_feature_view(name)
+        path = getattr(view.batch_source, "path", None)
+        if path:
+            out.append((name, [c.name for c in view.entity_columns], path, view.batch_source.timestamp_field))
+    return out
+
+
+def offline_end(sources: list[tuple[str, list[str], str, str]]) -> datetime | None:
+    """Where the offline feature tables end: the earliest build watermark (``_build_state.json``) of their folders;
+    for a folder without one, just after its newest row (None: no table)."""
+    import duckdb
+
+    from mlplatform.features.pipelines import read_build_state
+    from mlplatform.timeutil import utc
+
+    ends: list[pd.Timestamp] = []
+    for _, _, path, ts_col in sources:
+        until = read_build_state(Path(path).parent).get("until")
+        if until is not None:
+            ends.append(utc(until))
+            continue
+        if Path(path).exists():
+            with duckdb.connect() as con:
+                con.execute("SET TimeZone = 'UTC'")
+                (newest,) = con.execute(f'SELECT max("{ts_col}")::TIMESTAMPTZ FROM read_parquet(?)',
+                                        [path]).fetchone()
+            if newest is not None:
+                ends.append(pd.Timestamp(newest).tz_convert("UTC") + pd.Timedelta(microseconds=1))
+    return min(ends).to_pydatetime() if ends else None
+
+
+# --- comparing ----------------------------------------------------------------------------------------------------
 def compare_features(served: pd.DataFrame, offline: pd.DataFrame, features: list[str], rtol: float,
                      key: str = "request_id", max_examples: int = MAX_EXAMPLES) -> list[FeatureMismatch]:
     """Per feature: rows where exactly one side is null, or both are numbers differing beyond ``rtol``.
@@ -138,47 +333,104 @@ def _int(value: Any) -> int | None:
     return None if value is None or pd.isna(value) else int(value)
 
 
-def view_sources(store, service_name: str) -> list[tuple[str, list[str], str, str]]:
-    """(view, join keys, Parquet path, timestamp column) of every stored view the service reads, ODFV sources too."""
-    service = store.get_feature_service(service_name)
-    names: list[str] = []
-    for projection in service.feature_view_projections:
-        try:
-            odfv = store.get_on_demand_feature_view(projection.name)
-        except Exception:  # a plain feature view
-            names.append(projection.name)
-            continue
-        names.extend(p.name for p in odfv.source_feature_view_projections.values())
-    out = []
-    for name in dict.fromkeys(names):
-        view = store.get_feature_view(name)
-        path = getattr(view.batch_source, "path", None)
-        if path:
-            out.append((name, [c.name for c in view.entity_columns], path, view.batch_source.timestamp_field))
-    return out
+def backdated_requests(rows: pd.DataFrame, logged_at: pd.Series, sources: list[tuple[str, list[str], str, str]],
+                       as_of: dict[str, pd.Series] | None = None) -> pd.Series:
+    """True for requests whose entities had a feature row newer than the request's time when it was served.
 
-
-def backdated_requests(rows: pd.DataFrame, logged_at: pd.Series, sources: list[tuple[str, list[str], str, str]]
-                       ) -> pd.Series:
-    """True for requests whose entities had a feature row newer than the request's time when it was served."""
+    Per view, "the request's time" is ``rows["event_timestamp"]`` (t - 1 µs), or ``as_of[view]`` (same index as
+    ``rows``) where given: the time that view's values are recomputed at, NaT where the view needs no check (it
+    was not served from stored rows)."""
     import duckdb
 
-    req = pd.DataFrame({
-        "request_id": rows["request_id"].to_numpy(),
-        "as_of": pd.to_datetime(rows["event_timestamp"], utc=True).to_numpy(),
-        "logged_at": pd.to_datetime(logged_at, utc=True).to_numpy(),
-        **{k: rows[k].to_numpy() for k in ENTITY_KEYS},
-    })
     flagged: set[str] = set()
     with duckdb.connect() as con:
         con.execute("SET TimeZone = 'UTC'")
-        con.register("req", req)
-        for _, keys, path, ts_col in sources:
+        for view, keys, path, ts_col in sources:
+            when = as_of.get(view) if as_of else None
+            req = pd.DataFrame({
+                "request_id": rows["request_id"].to_numpy(),
+                "as_of": _utc_us(rows["event_timestamp"] if when is None else when),
+                "logged_at": _utc_us(logged_at),
+                **{k: rows[k].to_numpy() for k in ENTITY_KEYS},
+            })
+            con.register("req", req)
             on = " AND ".join(f's."{k}" = r."{k}"' for k in keys)
-            sql = (f'SELECT r.request_id FROM req r WHERE EXISTS (SELECT 1 FROM read_parquet(?) s WHERE {on} '
-                   f'AND s."{ts_col}" > r.as_of AND s."{ts_col}" <= r.logged_at)')
+            sql = (f'SELECT r.request_id FROM req r WHERE r.as_of IS NOT NULL AND EXISTS (SELECT 1 FROM '
+                   f'read_parquet(?) s WHERE {on} AND s."{ts_col}" > r.as_of AND s."{ts_col}" <= r.logged_at)')
             flagged.update(con.execute(sql, [path]).fetchdf()["request_id"].tolist())
+            con.unregister("req")
     return rows["request_id"].isin(flagged)
+
+
+def _utc_us(values: pd.Series):
+    """Times as a tz-aware microsecond array (DuckDB reads it as TIMESTAMPTZ, NaT as NULL), index dropped."""
+    return pd.to_datetime(values, utc=True).dt.as_unit("us").array
+
+
+@dataclass
+class _Timing:
+    """Per served row: the served and event-log-feature recompute times (µs), and why a row is not compared."""
+
+    served_us: np.ndarray
+    activity_us: np.ndarray
+    from_logs: np.ndarray
+    replayed: np.ndarray
+    skip: list[str | None]
+
+
+def recompute_times(served: pd.DataFrame, raw_dir: Path, end: datetime | None) -> _Timing:
+    """When each served row's features are recomputed (see the module doc), and which rows cannot be judged (no
+    whole-day shift; event-log features at or after the offline data's ``end``)."""
+    served_us = served_times_us(served)
+    logs = from_event_logs(served)
+    ids = served["transaction_id"] if "transaction_id" in served.columns else pd.Series([None] * len(served))
+    original = raw_event_times(raw_dir, ids.reset_index(drop=True))
+    known = original.notna().to_numpy()
+    original_us = original.to_numpy(dtype="int64", na_value=0)
+    replay = logs & known & (original_us != served_us)  # only event-log features are read at the original time
+    whole = (served_us - original_us) % DAY_US == 0
+    activity_us = np.where(replay & whole, original_us, served_us)
+    end_us = None if end is None else int(pd.Timestamp(end).value // 1000)
+    skip: list[str | None] = [None] * len(served)
+    for i in np.flatnonzero(replay & ~whole):
+        skip[i] = NOT_WHOLE_DAYS
+    if end is not None:
+        for i in np.flatnonzero(logs & (activity_us - 1 >= end_us)):
+            skip[i] = skip[i] or after_end_reason(end)
+    return _Timing(served_us, activity_us, logs, replay & whole, skip)
+
+
+def view_as_of(plan: FeaturePlan, rows: pd.DataFrame, at_activity: pd.DataFrame, from_logs: np.ndarray
+               ) -> dict[str, pd.Series]:
+    """Per stored view, per row: the earliest time its values are recomputed at (entity rows' t - 1 µs at the
+    served time, ``rows``, and at the event-log features' time, ``at_activity``); NaT for customer_activity where
+    it came from the event logs (exact at any time: no stored row could have been served)."""
+    out: dict[str, pd.Series] = {}
+    for view, times in plan.view_times.items():
+        when = [rows["event_timestamp"]] if SERVED in times else []
+        if ACTIVITY in times:
+            when.append(at_activity["event_timestamp"])
+        earliest = pd.concat(when, axis=1).min(axis=1) if len(when) > 1 else when[0]
+        out[view] = earliest.where(~from_logs) if view == ACTIVITY_VIEW else earliest
+    return out
+
+
+def offline_values(store, service_name: str, rows: pd.DataFrame, replays: pd.DataFrame, derived: list[str]
+                   ) -> pd.DataFrame:
+    """The service's features from the offline store for the entity ``rows`` (served times), keyed by
+    ``request_id``; for the requests of ``replays`` (entity rows at their original times) the ``derived``
+    features (from customer_activity) are taken at those times instead."""
+    service = store.get_feature_service(service_name)
+    offline = store.get_historical_features(entity_df=rows, features=service).to_df()
+    offline = offline.set_index("request_id").reindex(rows["request_id"])
+    if len(replays) and derived:
+        original = store.get_historical_features(entity_df=replays, features=service).to_df()
+        original = original.set_index("request_id").reindex(offline.index)
+        use = offline.index.isin(replays["request_id"])
+        for name in derived:
+            at_served = pd.to_numeric(offline[name], errors="coerce").astype("float64")
+            offline[name] = at_served.where(~use, pd.to_numeric(original[name], errors="coerce").astype("float64"))
+    return offline.reset_index()
 
 
 def run_consistency(settings: Settings, since: datetime | None = None, until: datetime | None = None,
@@ -190,36 +442,52 @@ def run_consistency(settings: Settings, since: datetime | None = None, until: da
     t0 = time.perf_counter()
     window = resolve_window(settings, since, until)
     read = served_rows(settings, window, require=CONSISTENCY_NEEDS)
-    served = read.frame
+    served = read.frame.reset_index(drop=True)
     store = store or open_feature_store(settings)
     service_name = settings.feature_service
     features = [n for n, _ in feature_signature(store, service_name) if n in served.columns]
-    rows = served_entity_rows(served)
-    backdated = backdated_requests(rows, served["logged_at"], view_sources(store, service_name))
-    fresh = rows[~backdated.to_numpy()]
-    mismatches: list[FeatureMismatch] = []
-    if len(fresh):
-        service = store.get_feature_service(service_name)
-        offline = store.get_historical_features(entity_df=fresh, features=service).to_df()
-        live = served[served["request_id"].isin(fresh["request_id"])]
-        mismatches = compare_features(live, offline, features, settings.monitoring_consistency_rtol)
+    plan = feature_plan(store, service_name)
+    sources = view_sources(store, service_name)
+    end = offline_end(sources)
+    timing = recompute_times(served, settings.layout.raw_dir, end)
+    skipped = Counter(why for why in timing.skip if why is not None)
+    candidate = np.array([why is None for why in timing.skip], dtype=bool)
+
+    rows = entity_rows_at(served, timing.served_us)
+    at_activity = entity_rows_at(served, timing.activity_us)
+    backdated = np.zeros(len(served), dtype=bool)
+    if candidate.any():
+        pick = np.flatnonzero(candidate)
+        as_of = view_as_of(plan, rows, at_activity, timing.from_logs)
+        flags = backdated_requests(rows.iloc[pick], served["logged_at"].iloc[pick], sources,
+                                   {v: w.iloc[pick] for v, w in as_of.items()})
+        backdated[pick] = flags.to_numpy()
+    judged = candidate & ~backdated
+    mismatches: list[FeatureMismatch]
+    if judged.any():
+        derived = [f for f in features if f in plan.activity_features]
+        offline = offline_values(store, service_name, rows[judged], at_activity[judged & timing.replayed], derived)
+        mismatches = compare_features(served[judged], offline, features, settings.monitoring_consistency_rtol)
     else:
         mismatches = [FeatureMismatch(f, 0, 0, 0.0, []) for f in features]
     future_requests = sum(1 for v in served.get("future", []) if isinstance(v, list | tuple | np.ndarray) and len(v))
-    result = ConsistencyResult(window, service_name, len(served), len(fresh), int(backdated.sum()), mismatches,
-                               seconds=time.perf_counter() - t0, future_requests=future_requests,
-                               unjudged=read.unjudged)
+    after = after_end_reason(end) if end is not None else None
+    result = ConsistencyResult(window, service_name, len(served), int(judged.sum()), int(backdated.sum()),
+                               mismatches, seconds=time.perf_counter() - t0, future_requests=future_requests,
+                               unjudged=read.unjudged, skipped_after_offline_end=skipped.get(after, 0),
+                               offline_end=end, skipped=dict(skipped),
+                               replayed=int((judged & timing.replayed).sum()))
     if write:
-        judged = result.compared >= settings.monitoring_min_rows
+        enough = result.compared >= settings.monitoring_min_rows
         breach = any(f.rate > settings.monitoring_max_mismatch_rate for f in mismatches)
-        status = ("breach" if breach else "ok") if judged else "too few rows"
+        status = ("breach" if breach else "ok") if enough else "too few rows"
         table = [{"feature": f.feature, "compared": f.compared, "mismatches": f.mismatches, "rate": f.rate,
                   "future": f.future} for f in mismatches]
         examples = [{"feature": f.feature, **e} for f in result.worst() for e in f.examples]
         page = render_table_page("Online/offline consistency", result.headline(),
                                  [("Mismatch rate per feature", table), ("Examples", examples),
+                                  ("Served requests not compared", result.skip_table()),
                                   ("Logged rows not judged", result.unjudged.table())])
         result.files = write_report(settings, "consistency", {**result.to_dict(), "status": status}, page,
                                     when=datetime.now(UTC))
     return result
-

@@ -127,21 +127,26 @@ def _iso(t_us: int) -> str:
 
 
 def wait_applied(client: Any, stream: str, timeout: float) -> float:
-    """Block until the stream's consumer group has applied every entry sent so far (lag 0, nothing pending)."""
+    """Block until the stream's consumer group has applied every entry sent so far: its last delivered id is the
+    stream's last id and nothing is pending (Redis's ``lag`` is unknown after the stream was trimmed)."""
     from mlplatform.contracts.activity_log import CONSUMER_GROUP
+
+    def text(value: Any) -> Any:
+        return value.decode() if isinstance(value, bytes) else value
 
     t0 = time.monotonic()
     while True:
         try:
-            groups = {g["name"].decode() if isinstance(g["name"], bytes) else g["name"]: g
-                      for g in client.xinfo_groups(stream)}
+            last = text(client.xinfo_stream(stream)["last-generated-id"])
+            groups = {text(g["name"]): g for g in client.xinfo_groups(stream)}
         except Exception:  # noqa: BLE001 - no stream yet: nothing applied
-            groups = {}
+            last, groups = None, {}
         group = groups.get(CONSUMER_GROUP)
-        if group is not None and group.get("lag") == 0 and group.get("pending") == 0:
+        if group is not None and text(group["last-delivered-id"]) == last and group["pending"] == 0:
             return time.monotonic() - t0
         if time.monotonic() - t0 > timeout:
-            state = "no consumer group" if group is None else f"lag {group.get('lag')}, pending {group.get('pending')}"
+            state = ("no consumer group" if group is None else
+                     f"delivered up to {text(group['last-delivered-id'])} of {last}, pending {group['pending']}")
             raise MLPlatformError(f"the events stream {stream!r} was not applied within {timeout:.0f} s ({state}): "
                                   "start `mlplatform stream run` beside the service")
         time.sleep(0.002)

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from mlplatform.contracts.feature_log import ACTIVITY_FROM_LOGS, ACTIVITY_FROM_ROWS
 from serving.dispatcher import SHADOW
 from serving.feature_log import FeatureLogWriter
 from serving.metrics import ServingMetrics
@@ -57,8 +58,8 @@ class Accounting:
                 self.metrics.future.labels(n).inc()
             if p.degraded:
                 self.metrics.degraded.inc()
-            values = fetched[p.model.feature_service].values[i]
-            records.append(feature_log_row(req, p, True, values, now, latency_ms))
+            feats = fetched[p.model.feature_service]
+            records.append(feature_log_row(req, p, True, feats.values[i], now, latency_ms, _from_logs(feats, i)))
         self.feature_log.write(records)
 
     def shadow_outcome(self, model: LoadedModel, outcome: str, n: int = 1) -> None:
@@ -72,14 +73,20 @@ class Accounting:
         for i, req in enumerate(requests):
             p = Prediction(req.request_id, req.transaction_id, float(scores[i]), model, SHADOW, False, None,
                            feats.missing[i], feats.stale[i], False, future=feats.future[i])
-            records.append(feature_log_row(req, p, False, feats.values[i], now, latency_ms))
+            records.append(feature_log_row(req, p, False, feats.values[i], now, latency_ms, _from_logs(feats, i)))
         self.feature_log.write(records)
         self.shadow_outcome(model, "logged", len(requests))
 
 
+def _from_logs(feats: OnlineFeatures, i: int) -> bool:
+    """Whether row ``i``'s customer_activity came from the customer's event log (a reader without the flag: no)."""
+    return i < len(feats.from_logs) and feats.from_logs[i]
+
+
 def feature_log_row(req: ScoringRequest, p: Prediction, served: bool, values: Mapping[str, Any], now: datetime,
-                    latency_ms: float) -> dict[str, Any]:
-    """One feature-log row: ids, time, model, every model input, request fields, prediction, missing/stale/future."""
+                    latency_ms: float, from_logs: bool = False) -> dict[str, Any]:
+    """One feature-log row: ids, time, model, every model input, request fields, prediction, missing/stale/future,
+    where customer_activity came from (``from_logs``) and the exact time the features were taken as of."""
     row = req.row
     extra = {k: v for k, v in row.items() if k not in _ROW_COLUMNS}
     return {
@@ -103,5 +110,7 @@ def feature_log_row(req: ScoringRequest, p: Prediction, served: bool, values: Ma
         "stale": p.stale,
         "future": p.future,
         "latency_ms": latency_ms,
+        "activity_source": ACTIVITY_FROM_LOGS if from_logs else ACTIVITY_FROM_ROWS,
+        "transaction_time_us": req.time_us,
         "features": {n: values.get(n) for n in p.model.feature_names},
     }

@@ -70,13 +70,15 @@ class OnlineFeatures:
 
     The three lists of a row are disjoint and each name in them has no value: ``stale`` (the row is older than its
     view's TTL at the request's time), ``future`` (the stored row is newer than the request: withheld), ``missing``
-    (no row at all, or a null value).
+    (no row at all, or a null value). ``from_logs``: per row, whether ``customer_activity`` came from the
+    customer's event log (exact at the request's time) rather than Feast's stored row (empty: from stored rows).
     """
 
     values: list[dict[str, Any]]
     missing: list[list[str]]
     stale: list[list[str]]
     future: list[list[str]]
+    from_logs: list[bool] = field(default_factory=list)
 
 
 class OnlineFeatureReader:
@@ -223,6 +225,7 @@ class OnlineFeatureReader:
         per_row_views: list[dict[str, dict[str, Any]]] = []
         per_row_stale: list[set[str]] = []
         per_row_future: list[set[str]] = []
+        from_logs: list[bool] = []
         for i in range(len(rows)):
             # the offline store serves, for a request at t, rows at or before t - 1 µs and within the TTL of it
             as_of = request_time_us[i] - SCORING_OFFSET_US
@@ -255,6 +258,7 @@ class OnlineFeatureReader:
                         values[fname] = decode_value(raw)
                     views_out[view_key] = values
             logged = activity[i] if activity else None
+            from_logs.append(logged is not None)
             if logged is not None:  # the event log knows this view's value at t exactly: never future
                 values, is_stale = logged
                 read_names = self.view_features[self.activity_view]
@@ -311,7 +315,7 @@ class OnlineFeatureReader:
             future.append([n for n in self.output_names if n in future_names[i]])
             missing.append([n for n in self.output_names
                             if res.get(n) is None and n not in stale_names[i] and n not in future_names[i]])
-        return OnlineFeatures(values=results, missing=missing, stale=stale, future=future)
+        return OnlineFeatures(values=results, missing=missing, stale=stale, future=future, from_logs=from_logs)
 
 
 def _maybe_odfv(store, name: str):

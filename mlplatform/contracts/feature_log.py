@@ -4,8 +4,13 @@ Files: ``<data_dir>/feature_logs/date=YYYY-MM-DD/part-<time>-<id>.parquet`` (the
 each written whole (temp file + fsync + rename). Columns: ``BASE_COLUMNS`` in this order, then one float64
 column per model input feature. One row per model that scored a request: ``served`` is true for the answer the
 caller got, false for shadow scores. ``missing``, ``stale`` and ``future`` list the inputs that had no value and
-why (``future``: the stored row was newer than the request, so it was withheld). Files written before ``future``
-existed lack that column: readers give it as null there (unknown: such a service served future rows silently).
+why (``future``: the stored row was newer than the request, so it was withheld). ``activity_source`` says where
+``customer_activity`` came from: ``"logs"`` (the customer's event log, exact at the request's time) or ``"rows"``
+(Feast's materialized row). ``transaction_time_us`` is the time the features were taken as of (µs since the epoch;
+``transaction_ts`` is that time in whole seconds). Files written before a column of ``ADDED_COLUMNS`` existed lack
+it: readers give it as null there (``future``: unknown, such a service served future rows silently;
+``activity_source``: read it as ``"rows"``, the only source such a service had; ``transaction_time_us``: only the
+seconds are known).
 
 Rows that do not fit the schema never take other rows down (``encode_feature_log``): a value that does not fit its
 column (an id beyond int64, a number that is not one, text where a list belongs) is written as null, and the
@@ -33,9 +38,10 @@ from mlplatform.files import append_jsonl_many, atomic_path, read_jsonl
 BASE_COLUMNS = (
     "request_id", "logged_at", "transaction_id", "customer_id", "merchant_id", "amount", "transaction_ts",
     "request_fields", "model_name", "model_version", "role", "served", "fallback", "fallback_reason", "cached",
-    "prediction", "missing", "stale", "future", "latency_ms",
+    "prediction", "missing", "stale", "future", "latency_ms", "activity_source", "transaction_time_us",
 )
-ADDED_COLUMNS = ("future",)  # list<string> columns newer than some files: null when a file lacks them
+ADDED_COLUMNS = ("future", "activity_source", "transaction_time_us")  # newer than some files: null where absent
+ACTIVITY_FROM_LOGS, ACTIVITY_FROM_ROWS = "logs", "rows"  # the values of ``activity_source``
 REQUIRED_COLUMNS = ("request_id", "logged_at", "served")  # a file without one of these cannot be judged at all
 ROW_KEY = ("request_id", "model_name", "model_version", "role")  # one row per model that scored a request
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -53,7 +59,7 @@ def log_schema(features: list[str]):
             ("model_version", pa.int64()), ("role", pa.string()), ("served", pa.bool_()), ("fallback", pa.bool_()),
             ("fallback_reason", pa.string()), ("cached", pa.bool_()), ("prediction", pa.float64()),
             ("missing", pa.list_(pa.string())), ("stale", pa.list_(pa.string())), ("future", pa.list_(pa.string())),
-            ("latency_ms", pa.float64()),
+            ("latency_ms", pa.float64()), ("activity_source", pa.string()), ("transaction_time_us", pa.int64()),
         ]
         + [(name, pa.float64()) for name in features]
     )
@@ -316,13 +322,13 @@ def _read_one(path: Path, columns: list[str] | None):
     lacking = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
     if lacking:
         return None, UnreadableFile(path, f"lacks the column(s) {', '.join(lacking)}", table.num_rows)
+    base = log_schema([])
     for name in ADDED_COLUMNS:
         if name not in table.column_names:
-            table = table.append_column(name, pa.nulls(table.num_rows, pa.list_(pa.string())))
+            table = table.append_column(name, pa.nulls(table.num_rows, base.field(name).type))
     if columns is not None:
         wanted = dict.fromkeys(["logged_at", "served", "request_id", *columns])
         table = table.select([c for c in wanted if c in table.column_names])
-    base = log_schema([])
     for i, name in enumerate(table.column_names):
         expected = base.field(name).type if name in BASE_COLUMNS else pa.float64()
         if table.schema.field(i).type == expected:

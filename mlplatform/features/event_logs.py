@@ -68,7 +68,7 @@ def backfill_event_logs(client: Any, project: str, raw_dir: Path, end: datetime,
         return Backfill(0, 0, end, end, None)
     con = duckdb.connect()
     try:
-        first, last = con.execute(f"SELECT min(ts_us), max(ts_us) FROM {_TX}", {"g": glob}).fetchone()
+        first, last = con.execute(f"SELECT min(ts_us), max(ts_us) FROM {_TX}", {"g": glob}).fetchall()[0]
         # the floor follows the data: an end past the newest transaction adds nothing to load
         end_us = _us(end) if last is None else min(_us(end), last + 1)
         floor_us = end_us - (RETENTION + backdated) // US
@@ -76,10 +76,10 @@ def backfill_event_logs(client: Any, project: str, raw_dir: Path, end: datetime,
         done = None if full or marks[0] is None or marks[1] is None else int(marks[1])
         start_us = floor_us if done is None else max(floor_us, min(done, end_us))
         complete_from = 0 if first is None or first >= floor_us else floor_us
-        reader = con.execute(
+        reader = con.sql(
             f"SELECT CAST(transaction_id AS VARCHAR), customer_id, merchant_id, amount, ts_us FROM {_TX} "
             "WHERE ts_us >= $s AND ts_us < $e",
-            {"g": glob, "s": start_us, "e": end_us},
+            params={"g": glob, "s": start_us, "e": end_us},
         ).to_arrow_reader(BATCH)
         events = 0
         customers: set[int] = set()

@@ -197,9 +197,17 @@ def buggy_feature_repo(dst: Path) -> Path:
     shutil.copytree(PROJECT_ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("__pycache__"))
     path = repo / "on_demand.py"
     text = path.read_text()
-    anchor = "        hour = (int(ts) // 3600) % 24\n"
-    assert anchor in text, "on_demand.py changed: update the injected bug"
-    path.write_text(text.replace(anchor, anchor + "        amount = amount * 100  # BUG: cents, not units\n"))
+    inline = "        hour = (int(ts) // 3600) % 24\n"  # the view computes the outputs itself
+    delegated = "    return compute(inputs)\n"  # the view calls mlplatform.features.on_demand
+    if inline in text:
+        path.write_text(text.replace(inline, inline + "        amount = amount * 100  # BUG: cents, not units\n"))
+        return repo
+    assert delegated in text, "on_demand.py changed: update the injected bug"
+    bug = ("    if hasattr(inputs, 'assign'):  # BUG: cents, not units\n"
+           "        inputs = inputs.assign(amount=inputs['amount'] * 100)\n"
+           "    else:\n"
+           "        inputs = {**inputs, 'amount': [None if a is None else a * 100 for a in inputs['amount']]}\n")
+    path.write_text(text.replace(delegated, bug + delegated))
     return repo
 
 

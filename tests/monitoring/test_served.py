@@ -50,6 +50,22 @@ def test_correct_pipeline_has_zero_mismatches(correct_log, served_world):
     assert body["status"] == "ok" and body["skipped_backdated"] == len(served_world.backdated)
 
 
+def test_the_terminal_and_the_check_report_name_every_skip(correct_log, served_world, cli):
+    from mlplatform.features.pipelines import raw_watermark
+
+    settings, _ = correct_log
+    end = raw_watermark(served_world.settings.data_path).isoformat()  # the feature tables' end (a full build)
+    shown = cli(settings, ["monitor", "consistency"])
+    assert shown.exit_code == 0, shown.output
+    assert (f"{len(served_world.live)} of {len(served_world.live) + len(served_world.backdated)} requests compared; "
+            f"{len(served_world.backdated)} back-dated skipped, 0 after the offline data's end ({end}) skipped"
+            ) in shown.output
+    cli(settings, ["monitor", "check"])
+    report = json.loads(sorted(settings.layout.reports_dir.glob("check-*.json"))[-1].read_text())
+    (part,) = [p for p in report["parts"] if p["name"] == "consistency"]
+    assert f"0 after the offline data's end ({end}) skipped" in part["headline"]
+
+
 def test_serving_only_cents_bug_is_caught_and_named(served_world, tmp_path, cli):
     from mlplatform.features.definitions import apply_definitions
 

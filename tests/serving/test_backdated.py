@@ -294,12 +294,37 @@ def test_backdated_requests_are_point_in_time_or_flagged_future(serving_settings
     # monitoring's consistency check over these logs: what was served matches offline, what was withheld is counted
     from monitoring.consistency import run_consistency
 
-    if stream_features:  # the feature tables end at the data's end: served windows after it (exact, from the
-        return  # event logs) differ from the last offline row until the tables are rebuilt past them
     result = run_consistency(settings, write=False)
-    assert result.requests == len(answers) and result.compared + result.skipped_backdated == len(answers)
+    assert result.requests == len(answers) and result.compared + result.skipped_backdated + (
+        result.skipped_after_offline_end) == len(answers)
     assert result.future_requests == sum(bool(a["future"]) for a in answers) > 0
     assert [(f.feature, f.mismatches) for f in result.features if f.mismatches] == []
+    assert list(logged["activity_source"].unique()) == ["logs" if stream_features else "rows"]
+    assert (logged.loc[[a["request_id"] for a in answers], "transaction_time_us"].to_numpy()
+            == frame["t_us"].to_numpy()).all()  # the exact time, not only its second
+    if not stream_features:  # stored rows after the data's end are the last offline rows: compared there too
+        assert result.skipped_after_offline_end == 0
+        return
+    # From the event logs: after the feature tables' end (the raw data's end, ``until``) the offline store has no
+    # value yet (window exits after the end are missing): skipped. Inside, customer_activity needs no back-dating
+    # check (the logs are exact at t); a request is back-dated only by a stored row (merchant_risk, the profiles)
+    # of its entities newer than t - 1 µs. Oracle: the request times this test chose and the raw tables.
+    until_us = until.value // 1000
+    after_end = (frame["t_us"] - 1 >= until_us).to_numpy()
+    assert after_end.sum() == (frame["why"] == "after").sum() == 60  # every request after the data, none inside
+    newest_merchant = {int(m): int(merchant_change_points(g, until).max(initial=-1))
+                       for m, g in raw["labels"][raw["labels"]["label_timestamp"] < until].groupby("merchant_id")}
+    signed_up = raw["customers"].set_index("customer_id")["event_timestamp"].astype("int64") // 1000
+    onboarded = raw["merchants"].set_index("merchant_id")["event_timestamp"].astype("int64") // 1000
+    newer = np.array([newest_merchant.get(int(r.merchant_id), -1) > r.t_us - 1
+                      or signed_up.get(int(r.customer_id), -1) > r.t_us - 1
+                      or onboarded.get(int(r.merchant_id), -1) > r.t_us - 1 for r in frame.itertuples()])
+    assert result.skipped_after_offline_end == int(after_end.sum())
+    assert result.skipped == {f"after the offline data's end ({until.isoformat()})": int(after_end.sum())}
+    assert result.offline_end == until.to_pydatetime()
+    assert result.skipped_backdated == int((newer & ~after_end).sum())
+    assert result.compared == int((~newer & ~after_end).sum()) > 50  # the windows inside, exits included
+    assert result.replayed == 0  # no raw transaction ids here: nothing is a replay
 
 
 # --- the feature log's `future` column, as monitoring reads it ----------------------------------------------------
