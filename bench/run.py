@@ -22,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 README = HERE.parent / "README.md"
 MODULES = ["features", "training", "serving", "admission", "monitoring", "scoring", "promotion", "cli", "chaos",
-           "durability", "reconcile"]
+           "durability", "reconcile", "streaming"]
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 

@@ -169,10 +169,9 @@ class Settings(BaseSettings):
         "customer's next request sees it; its own features never include it."
     )
     serving_stream_features: bool = Field(
-        False, description="Serve customer_activity from the customers' event logs (exact at the request's time, "
-        "window exits included) wherever the logs cover the request; false, or where they do not: the "
-        "batch-materialized rows in Feast's online store. Off by default until monitoring's consistency check judges "
-        "rows served after the feature tables' end."
+        True, description="Serve customer_activity from the customers' event logs (exact at the request's time, "
+        "window exits included; `materialize` backfills them, `mlplatform stream run` keeps them fresh) wherever the "
+        "logs cover the request; false, or where they do not: the batch-materialized rows in Feast's online store."
     )
     stream_backdated_days: float = Field(
         7.0, ge=0, le=366, description="`materialize` loads the customers' event logs with the transactions of the "

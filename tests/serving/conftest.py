@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlplatform.features.pipelines import raw_watermark
 from mlplatform.features.service import feature_signature, transaction_entity_rows
 from tests.conftest import make_settings
 
@@ -43,13 +44,45 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# customer_activity's features and the on-demand outputs that read them
+ACTIVITY_DERIVED = ["txn_count_1h", "txn_count_24h", "txn_count_7d", "amount_sum_24h", "amount_mean_24h",
+                    "amount_sum_7d", "amount_mean_7d", "distinct_merchants_24h", "amount_vs_mean_7d",
+                    "seconds_since_last_txn"]
+
+
 def offline_features(store, service_name: str, rows: pd.DataFrame) -> pd.DataFrame:
-    """The oracle: ``get_historical_features`` through the service for transactions (keys, amount, time)."""
+    """The oracle: ``get_historical_features`` through the service for transactions (keys, amount, time).
+
+    After the data's end the feature tables hold no rows, so their customer_activity is the last row before the
+    end, while the service (from the event logs, the default) knows the windows exactly at any time, exits
+    included: there the customer_activity-derived features come from the brute-force oracle (``tests/oracles``)
+    instead, which derives them from the raw transactions at t − 1 µs."""
+    from tests.oracles import point_in_time, read_raw
+
     entity = transaction_entity_rows(rows)
     entity = entity.rename(columns={"transaction_id": "row_id"})
     service = store.get_feature_service(service_name)
     out = store.get_historical_features(entity_df=entity, features=service).to_df()
-    return out.set_index("row_id").loc[entity["row_id"]].reset_index()
+    out = out.set_index("row_id").loc[entity["row_id"]].reset_index()
+    data_dir = Path(store.get_feature_view("customer_activity").batch_source.path).parents[1]
+    end = raw_watermark(data_dir)
+    after = pd.to_datetime(out["event_timestamp"], utc=True) >= end
+    if after.any():
+        raw = read_raw(data_dir)
+        activity = store.get_feature_view("customer_activity")
+        risk = store.get_feature_view("merchant_risk")
+        late = out.loc[after, ["row_id", "customer_id", "merchant_id", "amount", "transaction_ts",
+                               "event_timestamp"]]
+        exact = point_in_time(raw, late, end + pd.Timedelta(days=60), activity.ttl, risk.ttl).set_index("row_id")
+        for name in ("amount_sum_24h", "amount_mean_24h", "amount_sum_7d", "amount_mean_7d"):  # 6 dp, as defined
+            exact[name] = pd.to_numeric(exact[name]).round(6)
+        mean7 = pd.to_numeric(exact["amount_mean_7d"])
+        exact["amount_vs_mean_7d"] = (late.set_index("row_id")["amount"] / mean7).where(mean7 > 0)
+        for name in [n for n in ACTIVITY_DERIVED if n in out.columns]:
+            out[name] = out[name].astype("object")
+            values = exact.loc[out.loc[after, "row_id"], name].to_numpy()
+            out.loc[after, name] = [None if pd.isna(v) else v for v in values]
+    return out
 
 
 def booster_scores(booster, frame: pd.DataFrame, feature_names: list[str]) -> np.ndarray:
