@@ -142,12 +142,14 @@ def _in_sets(client, keys: list[bytes]) -> int:
     return total
 
 
-def _consume(client, env: dict, stream: str, n: int, last_id: str, log: Path) -> tuple[float, float, float]:
+def _consume(client, env: dict, stream: str, n: int, last_id: str, log: Path,
+             feast_rows: bool = True) -> tuple[float, float, float]:
     """Run ``mlplatform stream run --max-events n`` on ``stream``; seconds (launch to first delivered batch, first
     batch to every entry acknowledged, launch to exit), from ``XINFO GROUPS`` polled every 2 ms."""
     from mlplatform.contracts.activity_log import CONSUMER_GROUP
 
-    cmd = _consumer_cmd("--consumer", "bench-throughput", "--max-events", str(n))
+    cmd = _consumer_cmd("--consumer", "bench-throughput", "--max-events", str(n),
+                        "--feast-rows" if feast_rows else "--no-feast-rows")
     t_launch = time.perf_counter()
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, env={**env, "MLPLATFORM_EVENTS_STREAM": stream}, stdout=out,
@@ -176,7 +178,8 @@ def _consume(client, env: dict, stream: str, n: int, last_id: str, log: Path) ->
     return t_first - t_launch, t_done - t_first, t_exit - t_launch
 
 
-def _throughput(client, env: dict, project: str, n: int, rounds: int, budget_s: float, workdir: Path) -> list[dict]:
+def _throughput(client, env: dict, project: str, n: int, rounds: int, budget_s: float, workdir: Path,
+                feast_rows: bool = True) -> list[dict]:
     """Up to ``rounds`` rounds (no new one past ``budget_s``), each on fresh events, stream and keys: preload, then
     the floor and the consumer on the same entries (order alternating); medians of the rounds."""
     from mlplatform.contracts.activity_log import log_key
@@ -187,8 +190,8 @@ def _throughput(client, env: dict, project: str, n: int, rounds: int, budget_s: 
     for r in range(rounds):
         if r and time.perf_counter() - t0 > budget_s:
             break
-        stream = f"bench:throughput:{r}"
-        first_customer = THROUGHPUT_CUSTOMERS + r * 10_000_000
+        stream = f"bench:throughput:{int(feast_rows)}:{r}"
+        first_customer = THROUGHPUT_CUSTOMERS + (r + 10 * feast_rows) * 10_000_000
         events = _events(n, int(time.time() * 1e6), first_customer)
         customers = sorted({e.customer_id for e in events})
         xadd_s, last_id = _preload(client, stream, events)
@@ -199,7 +202,8 @@ def _throughput(client, env: dict, project: str, n: int, rounds: int, budget_s: 
             if step == "floor":
                 floor_s, floor_n = _floor(client, stream, prefix)
             else:
-                to_first, applying, whole = _consume(client, env, stream, n, last_id, workdir / "consumer.log")
+                to_first, applying, whole = _consume(client, env, stream, n, last_id, workdir / "consumer.log",
+                                                     feast_rows)
         in_floor = _in_sets(client, [prefix + str(c).encode() for c in customers])
         in_logs = _in_sets(client, [log_key(project, c) for c in customers])
         if floor_n != n or in_floor != n or in_logs != n:
@@ -216,7 +220,8 @@ def _throughput(client, env: dict, project: str, n: int, rounds: int, budget_s: 
     def each(key: str) -> str:
         return ", ".join(f"{v:,.0f}" for v in rates[key])
 
-    name = "streaming: consumer throughput"
+    name = ("streaming: consumer throughput, Feast rows on (the default)" if feast_rows
+            else "streaming: consumer throughput, --no-feast-rows")
     sizes = f"{n:,} events of {n // 10:,} customers pre-loaded on a stream, median of {len(start_s)} rounds"
     return [
         {"benchmark": name, "metric": "mlplatform stream run (1 process)", "value": med["consumer"],
@@ -229,7 +234,9 @@ def _throughput(client, env: dict, project: str, n: int, rounds: int, budget_s: 
         {"benchmark": name, "metric": "raw XADD, pipelined (the writers' side)", "value": med["xadd"],
          "unit": "events/s", "note": f"bare redis-py, batches of {BATCH}, MAXLEN ~ as the service appends"},
         {"benchmark": name, "metric": "floor / stream run (goal <= 3)", "value": med["floor"] / med["consumer"],
-         "unit": "x", "note": "parsing, validation, the coverage mark, counters, dead-letter checks, trimming"},
+         "unit": "x", "note": "parsing, validation, the coverage mark, counters, dead-letter checks, trimming"
+         + ("; Feast's customer_activity row of each touched customer (read its window, aggregate, encode, write)"
+            if feast_rows else "")},
     ]
 
 
@@ -341,7 +348,8 @@ def run(quick: bool = True) -> list[dict]:
         env = {**os.environ, **settings.feast_env(), "PYTHONWARNINGS": "ignore"}
 
         # 1. throughput first, while nothing else runs
-        out += _throughput(client, env, project, n_events, 3, 45.0 if quick else 90.0, workdir)
+        for rows in (True, False):  # Feast's rows kept current (the default), then only the event logs
+            out += _throughput(client, env, project, n_events, 3, 45.0 if quick else 90.0, workdir, rows)
         t = _phase("consumer throughput", t)
 
         # the services (stream features on / off) and a consumer of the services' stream

@@ -1,4 +1,10 @@
-"""Feature views: typed groups of features with a time-to-live, an owner and a description."""
+"""Feature views: typed groups of features with a time-to-live, an owner and a description.
+
+``customer_activity`` is computed from the transaction stream too (tags ``freshness: stream``, ``online_source:
+event logs``): `mlplatform stream run` writes its online row at each event, and the service computes its windows
+exactly at each request's time from the customers' event logs (docs/streaming.md, "Feast's view of the stream").
+It stays a FeatureView over the batch source; why is written down above its definition.
+"""
 
 from datetime import timedelta
 
@@ -15,6 +21,30 @@ from sources import (
 
 OWNER = "fraud-features@mlplatform.dev"
 
+# customer_activity is a streaming feature, declared as a FeatureView over its batch source on purpose.
+#
+# In Feast's own terms it would be a StreamFeatureView with Aggregations (count, sum, mean over 1 h, 24 h, 7 d)
+# over a PushSource. Feast 0.67 cannot give those windows exactly at a request's time:
+# * feast.aggregation.Aggregation says "Feast-handled aggregations are not yet supported": the aggregations are
+#   computed by the Spark / Ray / Trino compute engines, as sawtooth tiles at hop intervals (tiling_hop_size,
+#   5 minutes by default; feast/aggregation/tiling/), and the tiles' result is stored;
+# * Feast's Redis online read returns the stored values as they are: it does not aggregate at read time, so an
+#   event leaving a window between two writes stays counted (up to a hop, or until the next event).
+# The offline rows (mlplatform features build: a row at each transaction and at each window exit) are exact at any
+# time, training reads them point in time, and the name, schema, entities, ttl and source below are what the
+# registry, the models and every test rely on: they do not change.
+#
+# How it stays fresh online, between materializations:
+# * `mlplatform stream run` applies each transaction event to its customer's event log (a Redis sorted set) and
+#   then writes this view's online row, in Feast's own Redis layout, as of the customer's newest event E: the
+#   offline row at T = E, windows (E - w, E], the transaction included. It replaces a stored row only when that is
+#   older (or of the same instant); a newer one (a window exit written by `mlplatform materialize`) is kept, and
+#   materialize in turn skips a key holding a newer row (docs/streaming.md names the one race left). So
+#   `get_online_features` agrees with the service at E + 1 us.
+# * The service (MLPLATFORM_SERVING_STREAM_FEATURES) computes the windows from the event logs at each request's
+#   own time t, exactly what the offline store gives at t - 1 us, window exits included: the row Feast stores is
+#   exact at E, the logs at any time.
+# Contract: mlplatform/contracts/activity_log.py; rows: mlplatform/features/activity_rows.py.
 customer_activity = FeatureView(
     name="customer_activity",
     entities=[customer],
@@ -32,9 +62,16 @@ customer_activity = FeatureView(
     ],
     source=customer_activity_source,
     online=True,
-    description="Sliding-window spending behaviour of a card holder, exact at any time.",
+    description=(
+        "Sliding-window spending behaviour of a card holder, exact at any time. Fresh from the transaction stream: "
+        "`mlplatform stream run` writes this online row at each event (as of the customer's newest transaction, "
+        "never over a newer row), and the service computes the windows at each request's own time from the "
+        "customers' event logs. A FeatureView over the batch source, not a StreamFeatureView: Feast's "
+        "aggregations are tiled by a compute engine and not exact at read time (docs/streaming.md)."
+    ),
     owner=OWNER,
-    tags={"team": "fraud", "pipeline": "customer_activity"},
+    tags={"team": "fraud", "pipeline": "customer_activity", "freshness": "stream", "online_source": "event logs",
+          "online_writer": "mlplatform stream run"},
 )
 
 customer_profile = FeatureView(

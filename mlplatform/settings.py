@@ -178,6 +178,12 @@ class Settings(BaseSettings):
         "last 37 days (the 7-day window + customer_activity's 30-day TTL) plus this many: requests back-dated up to "
         "this far before the data's end are still served from the logs."
     )
+    stream_feast_rows: bool = Field(
+        True, description="`stream run` also writes Feast's customer_activity row of each customer a batch touched "
+        "(as of its newest event, never over a newer row), so Feast's own get_online_features is as fresh as the "
+        "stream; costs the consumer about 3x in events/s (bench/streaming.py). The service itself reads the event "
+        "logs either way."
+    )
     stream_batch_size: int = Field(500, ge=1, le=100_000, description="Events `stream run` reads per XREADGROUP.")
     stream_block_ms: int = Field(
         5, ge=1, le=60_000, description="How long `stream run` waits for new events per read (ms): the consumer's "

@@ -48,6 +48,9 @@ def run(
         "seconds (it died).")] = 30.0,
     trim: Annotated[bool, typer.Option(
         "--trim/--no-trim", help="Trim entries every group acknowledged off the stream.")] = True,
+    feast_rows: Annotated[bool | None, typer.Option(
+        "--feast-rows/--no-feast-rows", help="Also keep Feast's customer_activity row of each touched customer "
+        "current (default: stream_feast_rows).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines, only the final summary.")] = False,
 ) -> None:
     """Apply the event stream to the customers' event logs until SIGTERM/Ctrl-C (finishing the batch in hand).
@@ -67,6 +70,7 @@ def run(
         project=feast_project(settings.feature_repo), batch_size=batch_size or settings.stream_batch_size,
         block_ms=settings.stream_block_ms, claim_idle_ms=int(claim_idle * 1000), max_events=max_events,
         idle_exit_s=idle_exit, trim=trim,
+        feast_rows=settings.stream_feast_rows if feast_rows is None else feast_rows,
     )
     stop = threading.Event()
 

@@ -6,6 +6,11 @@ re-reads its own pending entries) or by another consumer (which claims entries i
 dead consumers, at start and every ``claim_every_s``). Applying an event twice changes nothing (its ZADD member is
 the same), so the logs end up exactly as if each event were applied once.
 
+After applying a batch, and before acknowledging it, the consumer writes Feast's ``customer_activity`` online row of
+each customer the batch touched, as of the customer's newest event, unless Redis holds a newer row
+(``streaming.feast_rows``): ``get_online_features`` then agrees with what the service computes from the logs at
+that event. A redelivered batch writes the same rows again.
+
 A malformed entry is never retried: it is copied to the dead-letter stream ``<stream>:dead`` with its reason and
 acknowledged with its batch. Every ``trim_every_s`` the entries every group has acknowledged are trimmed off the
 stream (``XTRIM MINID``), so the stream holds only what is in flight.
@@ -24,7 +29,9 @@ import redis
 
 from mlplatform.contracts.activity_log import CONSUMER_GROUP, apply_events
 from mlplatform.errors import MLPlatformError
+from mlplatform.features.activity_rows import touched_customers
 from streaming.entries import DEAD_MAXLEN, dead_letter_fields, dead_letter_stream, parse_entry
+from streaming.feast_rows import refresh_feast_rows
 from streaming.stats import queue_counts
 
 log = logging.getLogger(__name__)
@@ -52,6 +59,7 @@ class ConsumerOptions:
     trim: bool = True
     trim_every_s: float = 10.0
     report_every_s: float = 5.0
+    feast_rows: bool = True  # write Feast's customer_activity row of each customer a batch touched
 
 
 @dataclass
@@ -63,6 +71,9 @@ class ConsumerTotals:
     recovered: int = 0  # of those, entries re-read from this consumer's pending or claimed from dead consumers
     batches: int = 0
     stopped_by: str = ""
+    feast_rows: int = 0  # Feast customer_activity rows written (as of each touched customer's newest event)
+    feast_kept_newer: int = 0  # rows not written: Redis held a newer one
+    feast_uncovered: int = 0  # rows not written: the logs do not cover the row's window (no backfill yet)
 
 
 @dataclass(frozen=True)
@@ -231,6 +242,7 @@ class StreamConsumer:
         """Apply a batch's events in one pipeline, then dead-letter the malformed ones and acknowledge them all."""
         o = self.o
         events, event_ids, bad = [], [], []
+        refused: list[int] = []
         for entry_id, fields in entries:
             try:
                 events.append(parse_entry(fields))
@@ -252,6 +264,9 @@ class StreamConsumer:
             for i in refused:
                 bad.append((event_ids[i], f"Redis refused it: {results[i]}", fields_of.get(event_ids[i])))
         applied = len(events) - (len(bad) - n_malformed)
+        if applied and o.feast_rows:
+            skip = set(refused)
+            self._refresh_rows(touched_customers(e for i, e in enumerate(events) if i not in skip))
         pipe = self.client.pipeline(transaction=False)
         for entry_id, reason, fields in bad:
             log.warning("entry %s of %s is malformed: %s (dead-lettered)", _text(entry_id), o.stream, reason)
@@ -263,6 +278,13 @@ class StreamConsumer:
         self.totals.applied += applied
         self.totals.dead += len(bad)
         self.totals.batches += 1
+
+    def _refresh_rows(self, customers: list[int]) -> None:
+        """Feast's rows of the customers the batch touched (before the batch is acknowledged: a crash re-does it)."""
+        done = refresh_feast_rows(self.client, self.o.project, customers)
+        self.totals.feast_rows += done.written
+        self.totals.feast_kept_newer += done.kept_newer
+        self.totals.feast_uncovered += done.uncovered
 
     def _report(self, per_second: float) -> None:
         info = group_info(self.client, self.o.stream, self.o.group) or {}
