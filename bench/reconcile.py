@@ -97,9 +97,10 @@ class _Redis:
                 self.kill()
 
 
-def _dump(client) -> dict[bytes, dict[bytes, bytes]]:
-    """Every key of the database with all its hash fields and values."""
-    return {key: client.hgetall(key) for key in client.scan_iter(count=1000)}
+def _dump(client) -> dict[bytes, object]:
+    """Every key with its content: a hash's fields and values, a customer's event log's members and scores."""
+    return {key: client.zrange(key, 0, -1, withscores=True) if client.type(key) == b"zset" else client.hgetall(key)
+            for key in client.scan_iter(count=1000)}
 
 
 def _env(settings) -> dict[str, str]:
