@@ -348,8 +348,8 @@ def run(quick: bool = True) -> list[dict]:
         env = {**os.environ, **settings.feast_env(), "PYTHONWARNINGS": "ignore"}
 
         # 1. throughput first, while nothing else runs
-        for rows in (True, False):  # Feast's rows kept current (the default), then only the event logs
-            out += _throughput(client, env, project, n_events, 3, 45.0 if quick else 90.0, workdir, rows)
+        for with_rows in (True, False):  # Feast's rows kept current (the default), then only the event logs
+            out += _throughput(client, env, project, n_events, 3, 45.0 if quick else 90.0, workdir, with_rows)
         t = _phase("consumer throughput", t)
 
         # the services (stream features on / off) and a consumer of the services' stream

@@ -100,19 +100,20 @@ def run(quick: bool) -> list[dict]:
         entity = labeled.sample(n_rows, replace=True, random_state=0).reset_index(drop=True)
         service = store.get_feature_service(settings.feature_service)
 
-        t0 = time.perf_counter()
-        feast_df = store.get_historical_features(entity_df=entity, features=service).to_df()
-        t_feast = time.perf_counter() - t0
-
         ttl_c = int(store.get_feature_view("customer_activity").ttl.total_seconds())
         ttl_m = int(store.get_feature_view("merchant_risk").ttl.total_seconds())
-        con = duckdb.connect()
-        con.execute("SET TimeZone = 'UTC'")
-        t0 = time.perf_counter()
-        con.register("entity", entity)
-        asof_df = _on_demand(con.sql(_asof_sql(settings.layout.features_dir, ttl_c, ttl_m)).df())
-        t_duck = time.perf_counter() - t0
-        con.close()
+        t_feast = t_duck = float("inf")
+        for _ in range(2):  # alternate and keep the best of two: the machine is shared and noisy
+            t0 = time.perf_counter()
+            feast_df = store.get_historical_features(entity_df=entity, features=service).to_df()
+            t_feast = min(t_feast, time.perf_counter() - t0)
+            con = duckdb.connect()
+            con.execute("SET TimeZone = 'UTC'")
+            t0 = time.perf_counter()
+            con.register("entity", entity)
+            asof_df = _on_demand(con.sql(_asof_sql(settings.layout.features_dir, ttl_c, ttl_m)).df())
+            t_duck = min(t_duck, time.perf_counter() - t0)
+            con.close()
         # same answers? compare one window feature and one on-demand feature row by row (by transaction and time)
         key = ["transaction_id", "event_timestamp"]
         a = feast_df.drop_duplicates(key).set_index(key).sort_index()
@@ -123,9 +124,11 @@ def run(quick: bool) -> list[dict]:
             mismatch += int((~(np.isclose(av, bv, equal_nan=True))).sum())
         rows_out += [
             {"benchmark": "training_set", "metric": "feast_service_seconds", "value": t_feast, "unit": "s",
-             "note": f"get_historical_features via fraud_model_v1 (16 features incl. on-demand), {n_rows:,} rows"},
+             "note": f"get_historical_features(...).to_df() via fraud_model_v1 (16 features incl. on-demand, "
+                     f"pandas mode), {n_rows:,} rows; best of 2, alternating with the floor"},
             {"benchmark": "training_set", "metric": "duckdb_asof_seconds", "value": t_duck, "unit": "s",
-             "note": "hand-written DuckDB ASOF JOIN + numpy on-demand features, same rows and files (floor)"},
+             "note": "hand-written DuckDB ASOF JOIN + numpy on-demand features, same rows and files (floor); "
+                     "best of 2"},
             {"benchmark": "training_set", "metric": "feast_vs_asof_ratio", "value": t_feast / t_duck, "unit": "x",
              "note": "how many times slower the FeatureService path is than the floor"},
             {"benchmark": "training_set", "metric": "rows_per_second_feast", "value": n_rows / t_feast,

@@ -1,9 +1,12 @@
 """On-demand features: computed at request time from request data and stored features."""
 
+import pandas as pd
 from feast import Field, RequestSource
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Float64, Int64
 from views import customer_activity, customer_profile, merchant_profile
+
+from mlplatform.features.on_demand import implementation_digest
 
 transaction_request = RequestSource(
     name="transaction",
@@ -29,25 +32,17 @@ transaction_request = RequestSource(
         Field(name="is_foreign", dtype=Int64),
         Field(name="seconds_since_last_txn", dtype=Int64),
     ],
-    mode="python",
+    mode="pandas",
     description="The transaction in context: its amount against the customer's usual, its hour, "
     "whether the merchant is abroad, and the time since the customer's previous transaction.",
     owner="fraud-features@mlplatform.dev",
+    # the code lives in mlplatform.features.on_demand: its digest makes a change there a change of this view
+    tags={"implementation": f"mlplatform.features.on_demand@{implementation_digest()}"},
 )
-def transaction_context(inputs: dict) -> dict:
-    import math  # the function is stored in the registry and runs without this module's globals
+def transaction_context(inputs: pd.DataFrame) -> pd.DataFrame:
+    """The definitions are in mlplatform.features.on_demand (one implementation for every path): a DataFrame from
+    Feast's historical and online retrieval, or a mapping of lists from ``transform_dict`` (the serving reader)."""
+    # Stored in the registry as source text and run without this module's globals: import here.
+    from mlplatform.features.on_demand import transaction_context as compute
 
-    out: dict = {k: [] for k in ("log_amount", "amount_vs_mean_7d", "hour_of_day", "is_night", "is_foreign",
-                                 "seconds_since_last_txn")}
-    for amount, ts, mean7, last, home, country in zip(
-        inputs["amount"], inputs["transaction_ts"], inputs["amount_mean_7d"], inputs["last_txn_epoch"],
-        inputs["home_country"], inputs["country"], strict=True,
-    ):
-        hour = (int(ts) // 3600) % 24
-        out["log_amount"].append(math.log1p(amount))
-        out["amount_vs_mean_7d"].append(amount / mean7 if mean7 else None)
-        out["hour_of_day"].append(hour)
-        out["is_night"].append(int(hour < 6))
-        out["is_foreign"].append(None if not home or not country else int(home != country))
-        out["seconds_since_last_txn"].append(None if last is None else int(ts) - int(last))
-    return out
+    return compute(inputs)

@@ -1,11 +1,13 @@
 """Score every transaction of a window with a registered model, point-in-time correct, in bounded chunks.
 
 The same contract as training and serving (``mlplatform.features.service``): a transaction at time t becomes an
-entity row at t - 1 µs with its request fields, and gets its features through the model's FeatureService with
-``get_historical_features``. The window is cut into chunks of about ``scoring_chunk_rows`` transactions (whole
-hours, from an hourly count DuckDB computes over the raw files), so memory holds one chunk at a time however
-long the window. Scores stream into one Parquet file (a row group per chunk) written under a temporary name and
-renamed into place at the end: a failed run leaves no file behind.
+entity row at t - 1 µs with its request fields, and gets its features through the model's FeatureService: each
+chunk gets what ``get_historical_features`` gives it, from a joiner that resolves the service once and carries
+each view's latest rows from chunk to chunk, so every feature row is read once per run
+(``mlplatform.features.batch.ServiceFeatureChunks``). The window is cut into chunks of about
+``scoring_chunk_rows`` transactions (whole hours, from an hourly count DuckDB computes over the raw files), so
+memory holds one chunk at a time however long the window. Scores stream into one Parquet file (a row group per
+chunk) written under a temporary name and renamed into place at the end: a failed run leaves no file behind.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mlplatform.errors import DataNotFoundError, InvalidInputError
-from mlplatform.features.service import feature_signature, transaction_entity_rows
+from mlplatform.features.batch import ServiceFeatureChunks
+from mlplatform.features.service import feature_signature
 from mlplatform.files import atomic_path
 from mlplatform.models.scoring import predict
 from mlplatform.settings import Settings
@@ -132,14 +135,17 @@ def empty_window_error(settings: Settings, start: datetime, end: datetime) -> Da
     )
 
 
-def read_transactions(settings: Settings, chunk: Chunk) -> pd.DataFrame:
-    """The chunk's raw transactions in time order."""
+def read_transactions(settings: Settings, chunk: Chunk, con: duckdb.DuckDBPyConnection | None = None) -> pd.DataFrame:
+    """The chunk's raw transactions in time order (through ``con`` when given, else a connection of its own)."""
     sql = (
         f"SELECT {RAW_COLUMNS} FROM read_parquet($glob) "
         "WHERE event_timestamp >= $start AND event_timestamp < $end ORDER BY event_timestamp, transaction_id"
     )
-    with _connect() as con:
-        return con.execute(sql, {"glob": _transactions_glob(settings), "start": chunk.start, "end": chunk.end}).df()
+    params = {"glob": _transactions_glob(settings), "start": chunk.start, "end": chunk.end}
+    if con is not None:
+        return con.execute(sql, params).df()
+    with _connect() as own:
+        return own.execute(sql, params).df()
 
 
 def resolve_model(settings: Settings, version: int | None):
@@ -179,22 +185,26 @@ def _check_features_cover(settings: Settings, chunks: list[Chunk]) -> None:
             )
 
 
-def features_for(store, service, transactions: pd.DataFrame) -> pd.DataFrame:
-    """The service's point-in-time features for transactions, one row per transaction, in the input order."""
-    entity = transaction_entity_rows(transactions)
-    frame = store.get_historical_features(entity_df=entity, features=service).to_df()
-    frame = frame.drop_duplicates("transaction_id").set_index("transaction_id")
-    return frame.reindex(entity["transaction_id"]).reset_index()
+def model_inputs(features: pa.Table, names: list[str]) -> pd.DataFrame:
+    """The columns ``names`` of a feature table (the first of any repeated name), as a DataFrame in that order."""
+    first: dict[str, int] = {}
+    for i, name in enumerate(features.column_names):
+        first.setdefault(name, i)
+    missing = [n for n in names if n not in first]
+    if missing:
+        raise InvalidInputError(f"the feature service no longer gives {missing}")
+    return pd.DataFrame({n: features.column(first[n]).to_numpy() for n in names}, copy=False)
 
 
 def iter_chunks(settings: Settings, chunks: list[Chunk], chunk_rows: int) -> Iterator[pd.DataFrame]:
     """The window's transactions, at most ``chunk_rows`` at a time."""
-    for chunk in chunks:
-        if not chunk.rows:
-            continue
-        tx = read_transactions(settings, chunk)
-        for lo in range(0, len(tx), chunk_rows):
-            yield tx.iloc[lo : lo + chunk_rows]
+    with _connect() as con:
+        for chunk in chunks:
+            if not chunk.rows:
+                continue
+            tx = read_transactions(settings, chunk, con)
+            for lo in range(0, len(tx), chunk_rows):
+                yield tx.iloc[lo : lo + chunk_rows]
 
 
 def default_output(settings: Settings, start: datetime, end: datetime, version: int, run_id: str) -> Path:
@@ -267,10 +277,17 @@ def score_window(
     done = 0
     if on_progress:
         on_progress(0, total)
-    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+    with (
+        atomic_path(path) as tmp,
+        pq.ParquetWriter(tmp, schema, compression="zstd") as writer,
+        ServiceFeatureChunks(store, service) as service_features,
+    ):
         for tx in iter_chunks(settings, chunks, chunk_rows):
-            frame = features_for(store, service, tx)
-            scores = np.asarray(predict(booster, frame, mv.feature_names), dtype=np.float64)
+            features = service_features.features(tx)
+            if features.num_rows != len(tx):
+                raise RuntimeError(f"feature retrieval returned {features.num_rows} rows for {len(tx)} transactions")
+            scores = np.asarray(predict(booster, model_inputs(features, mv.feature_names), mv.feature_names),
+                                dtype=np.float64)
             n = len(tx)
             table = pa.table(
                 {
@@ -278,7 +295,10 @@ def score_window(
                     "customer_id": tx["customer_id"].to_numpy(dtype=np.int64),
                     "merchant_id": tx["merchant_id"].to_numpy(dtype=np.int64),
                     "amount": tx["amount"].to_numpy(dtype=np.float64),
-                    "transaction_time": pd.to_datetime(tx["event_timestamp"], utc=True).dt.as_unit("us").to_numpy(),
+                    "transaction_time": pa.array(
+                        pd.to_datetime(tx["event_timestamp"], utc=True, cache=False).dt.as_unit("us"),
+                        pa.timestamp("us", tz="UTC"),
+                    ),
                     "score": scores,
                     "model_name": pa.array([mv.name] * n, pa.string()),
                     "model_version": np.full(n, mv.version, dtype=np.int64),

@@ -1,17 +1,19 @@
 """Read a FeatureService's online features straight from Redis, the way Feast stores them, with TTLs enforced.
 
-Feast's ``get_online_features`` costs ~2 ms per call in-process. The service instead builds a read
-plan once from the FeatureService object: the Redis key of each entity, the field of each feature and the
-``_ts:<view>`` field (Feast's layout, ``mlplatform.contracts.redis_layout``), merged so
-that one HMGET per entity fetches every view keyed on it. On-demand features are computed by the registry's own
-transformation (``odfv.transform_dict``, what Feast calls). Unlike Feast, the reader applies the offline store's
-point-in-time rule at the request's time t (rows at or before t − ``SCORING_OFFSET``, within the view's TTL): a row
-older than its view's TTL is treated as missing and reported as ``stale``; a row whose event time is after
-t − ``SCORING_OFFSET`` (Redis holds the newest row; a back-dated request is older than it) is never used either:
-it is treated as missing and reported as ``future``. On-demand outputs that came out empty because a source row was
-stale or future are reported so too. ``tests/serving/test_online_features.py`` proves the values equal Feast's
-``get_online_features``; ``tests/serving/test_backdated.py`` that back-dated requests get the brute-force
-point-in-time value or a ``future`` flag, never a value from after the request.
+Feast's ``get_online_features`` costs ~2 ms per call in-process. The service instead builds a read plan once from
+the FeatureService object: the Redis key of each entity, the field of each feature and the ``_ts:<view>`` field
+(Feast's layout, ``mlplatform.contracts.redis_layout``), merged so that one HMGET per entity fetches every view
+keyed on it. On-demand features are computed by the registry's own transformation (``odfv.transform_dict``: the row
+form of ``mlplatform.features.on_demand``). Unlike Feast, the reader applies the offline store's point-in-time rule
+at the request's time t (rows at or before t − ``SCORING_OFFSET``, within the view's TTL): a row older than its
+view's TTL is treated as missing and reported as ``stale``; a row whose event time is after t − ``SCORING_OFFSET``
+(Redis holds the newest row; a back-dated request is older than it) is never used either: it is treated as missing
+and reported as ``future``. On-demand outputs that came out empty because a source row was stale or future are
+reported so too. ``tests/serving/test_online_features.py`` proves the values equal Feast's ``get_online_features``;
+``tests/serving/test_backdated.py`` that back-dated requests get the brute-force point-in-time value or a ``future``
+flag, never a value from after the request. With ``stream_features``, ``customer_activity`` comes instead from the
+customers' event logs, aggregated at the request's own time (``mlplatform.features.activity``) wherever the logs
+cover it: exact at any time, window exits included, never ``future``.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ and then keeps the latest (a range join); with hundreds of rows per entity that 
   picks the right row (a separate dedup pass cost more than the join, and DuckDB 2.0.1 mis-plans an ASOF JOIN
   over a ``row_number()``-filtered subquery);
 - the matched row's values are null when it is older than ``entity ts - ttl`` (a ttl of 0/None = no limit);
+- each view's join sorts a narrow copy of the entity rows (position, time, its own keys), not every entity column,
+  and its result is put back in row order by position: the entity columns never pass through DuckDB;
 - every entity-df column passes through, in the entity df's row order, with one output row per entity row;
 - field mappings and ``full_feature_names`` are honoured, and on-demand feature views run on the result
   exactly as on Feast's own job (the job carries the same ODFVs and metadata).
@@ -198,7 +200,7 @@ def view_joins(
     return joins
 
 
-def _interval(delta: timedelta) -> str:
+def interval_sql(delta: timedelta) -> str:
     """A DuckDB interval literal of exactly ``delta``."""
     return f"to_microseconds({delta // timedelta(microseconds=1)})"
 
@@ -219,13 +221,18 @@ def _sort_key(ts: str, created: str | None) -> str:
     return f"(epoch_us({ts})::HUGEINT * {_HIGH} + {low})"
 
 
-def source_sql(join: ViewJoin, lo: datetime, hi: datetime) -> str:
-    """One view's candidate rows from its Parquet file: keys ``k<i>``, event time, sort key, features ``f<i>``."""
+def source_sql(join: ViewJoin, lo: datetime, hi: datetime, after: datetime | None = None) -> str:
+    """One view's candidate rows from its Parquet file: keys ``k<i>``, event time, sort key, features ``f<i>``.
+
+    Rows later than ``hi`` (the latest entity time) can never match, nor rows older than ``lo - ttl`` (``lo``: the
+    earliest entity time); ``after`` keeps only rows later than it (incremental chunks read each row once)."""
     col = lambda name: quote(join.columns[name])  # noqa: E731 - a column of the file, by its mapped name
     src_ts = f"CAST({col(join.timestamp_field)} AS TIMESTAMPTZ)"
-    where = [f"{src_ts} <= TIMESTAMPTZ {sql_string(hi.isoformat())}"]  # a later row can never match
-    if join.ttl is not None:  # nor a row older than the oldest entity row's TTL window
-        where.append(f"{src_ts} >= TIMESTAMPTZ {sql_string(lo.isoformat())} - {_interval(join.ttl)}")
+    where = [f"{src_ts} <= TIMESTAMPTZ {sql_string(hi.isoformat())}"]
+    if join.ttl is not None:
+        where.append(f"{src_ts} >= TIMESTAMPTZ {sql_string(lo.isoformat())} - {interval_sql(join.ttl)}")
+    if after is not None:
+        where.append(f"{src_ts} > TIMESTAMPTZ {sql_string(after.isoformat())}")
     select = [f"{col(k)} AS k{i}" for i, k in enumerate(join.join_keys)] + [f"{src_ts} AS {TS}"]
     if join.created_timestamp_column:
         select.append(f"{_sort_key(src_ts, f'CAST({col(join.created_timestamp_column)} AS TIMESTAMPTZ)')} AS {KEY}")
@@ -238,40 +245,94 @@ def view_features(join: ViewJoin) -> list[str]:
     return list(dict.fromkeys(n for n, _ in join.features))
 
 
-def point_in_time_sql(entity_columns: list[str], joins: list[ViewJoin], lo: datetime, hi: datetime) -> str:
-    """The whole retrieval over table ``entity``: its columns as given, then each view's features, in row order.
+def entity_keys_sql(entity: str, keys: tuple[str, ...]) -> str:
+    """The narrow side of a view's join: row position, time, sort key and the join key columns ``keys``."""
+    return f"SELECT {ROW}, {TS}, {_sort_key(TS, None)} AS {KEY}{''.join(', ' + quote(k) for k in keys)} FROM {entity}"
 
-    Views are ASOF LEFT JOINed one after the other, each keeping every row of the previous step exactly once.
-    """
-    steps = [f"j0 AS (SELECT *, {_sort_key(TS, None)} AS {KEY} FROM entity)"]
-    for i, join in enumerate(joins):
-        on = [f"e.{quote(c)} = s.k{n}" for n, c in enumerate(join.join_keys.values())]
+
+def key_tables(con: duckdb.DuckDBPyConnection, entity: str, joins: list[ViewJoin]) -> list[str]:
+    """Per view, a temporary table holding :func:`entity_keys_sql` for its join keys (views keyed alike share one):
+    each ASOF join sorts only what it needs, not every entity column."""
+    names: dict[tuple[str, ...], str] = {}
+    for join in joins:
+        keys = tuple(join.join_keys.values())
+        if keys not in names:
+            names[keys] = f"__mlp_keys_{len(names)}"
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {names[keys]} AS {entity_keys_sql(entity, keys)}")
+    return [names[tuple(join.join_keys.values())] for join in joins]
+
+
+def view_sql(join: ViewJoin, source: str, entity: str, one_per_key: bool = False) -> str:
+    """One view's output columns for each row of ``entity`` (:func:`key_tables`), with its ``__mlp_row``,
+    unordered; ``source`` yields the view's rows as :func:`source_sql` does. The latest row at or before the entity
+    time is picked by one ASOF LEFT JOIN (each entity row exactly once), its values nulled when older than the TTL.
+
+    ``one_per_key``: ``source`` holds at most one row per key (:func:`one_row_per_key`), so that row is the answer
+    when it is at or before the entity time: a hash LEFT JOIN gives the same rows without sorting the entity side."""
+    on = [f"e.{quote(c)} = s.k{n}" for n, c in enumerate(join.join_keys.values())]
+    if one_per_key:  # (event, created) <= (entity time, any) is event time <= entity time
+        on.append(f"s.{TS} <= e.{TS}")
+    else:
         on.append(f"e.{KEY} >= s.{KEY}" if join.created_timestamp_column else f"e.{TS} >= s.{TS}")
-        fresh = "TRUE" if join.ttl is None else f"s.{TS} + {_interval(join.ttl)} >= e.{TS}"
-        features = view_features(join)
-        outputs = [f"CASE WHEN {fresh} THEN s.f{features.index(n)} END AS {quote(out)}" for n, out in join.features]
-        steps.append(
-            f"j{i + 1} AS (SELECT e.*{''.join(', ' + o for o in outputs)} FROM j{i} e "
-            f"ASOF LEFT JOIN ({source_sql(join, lo, hi)}) s ON {' AND '.join(on)})"
-        )
-    select = [quote(c) for c in entity_columns] + [quote(out) for j in joins for _, out in j.features]
-    return f"WITH {', '.join(steps)} SELECT {', '.join(select)} FROM j{len(joins)} ORDER BY {ROW}"
+    fresh = "TRUE" if join.ttl is None else f"s.{TS} + {interval_sql(join.ttl)} >= e.{TS}"
+    features = view_features(join)
+    outputs = [f"CASE WHEN {fresh} THEN s.f{features.index(n)} END AS {quote(out)}" for n, out in join.features]
+    kind = "LEFT JOIN" if one_per_key else "ASOF LEFT JOIN"
+    return (f"SELECT e.{ROW}{''.join(', ' + o for o in outputs)} FROM {entity} e "
+            f"{kind} ({source}) s ON {' AND '.join(on)}")
+
+
+def one_row_per_key(con: duckdb.DuckDBPyConnection, join: ViewJoin, source: str, rows_at_most: int,
+                    entity_rows: int) -> bool:
+    """Whether ``source`` holds at most one row per key (none with a null key), checked only when it is small
+    (``rows_at_most``, a bound on its rows, <= ``entity_rows``): then the check costs less than an ASOF join saves.
+    Static facts (profiles) are such views: one row per entity, joined to every entity row."""
+    if rows_at_most > entity_rows:
+        return False
+    keys = [f"k{i}" for i in range(len(join.join_keys))]
+    present = " AND ".join(f"{k} IS NOT NULL" for k in keys)
+    distinct = f"SELECT DISTINCT {', '.join(keys)} FROM ({source}) WHERE {present}"
+    [(rows, unique)] = con.sql(f"SELECT (SELECT count(*) FROM ({source})), (SELECT count(*) FROM ({distinct}))"
+                               ).fetchall()
+    return rows == unique
+
+
+def parquet_rows(con: duckdb.DuckDBPyConnection, path: str) -> int:
+    """Rows in a Parquet file (from its footer)."""
+    return int(con.sql(f"SELECT count(*) FROM read_parquet({sql_string(path)})").fetchall()[0][0])
+
+
+def in_row_order(part: pa.Table, rows: int) -> pa.Table:
+    """A view's result (first column ``__mlp_row``, a permutation of 0..rows-1) without that column, in row order."""
+    if part.num_rows != rows:  # an ASOF LEFT JOIN keeps each left row exactly once
+        raise RuntimeError(f"ASOF retrieval returned {part.num_rows} rows for {rows} entity rows")
+    position = np.empty(rows, dtype=np.int64)
+    position[part.column(0).to_numpy()] = np.arange(rows, dtype=np.int64)
+    return part.drop_columns([part.column_names[0]]).take(position)
+
+
+def with_row_and_ts(table: pa.Table, event_timestamp_col: str) -> pa.Table:
+    """``table`` plus its row position and its event time as TIMESTAMPTZ (naive = UTC, as in Feast's session)."""
+    ts = table[event_timestamp_col]
+    if not pa.types.is_timestamp(ts.type):
+        raise InvalidInputError(f"entity_df column {event_timestamp_col!r} must hold timestamps, got {ts.type}.")
+    ts = ts.cast(pa.timestamp("us", tz="UTC"))
+    return table.append_column(ROW, pa.array(np.arange(len(table), dtype=np.int64))).append_column(TS, ts)
 
 
 def entity_arrow(entity_df: pd.DataFrame, event_timestamp_col: str) -> pa.Table:
     """The entity df as Feast's ibis store hands it to DuckDB (ibis' types), plus row position and TIMESTAMPTZ."""
     memtable = ibis.memtable(entity_df)
-    table = memtable.op().data.to_pyarrow(memtable.schema())
-    ts = table[event_timestamp_col]
-    if not pa.types.is_timestamp(ts.type):
-        raise InvalidInputError(f"entity_df column {event_timestamp_col!r} must hold timestamps, got {ts.type}.")
-    ts = ts.cast(pa.timestamp("us", tz="UTC"))  # naive = UTC, as in Feast's (UTC) DuckDB session
-    return table.append_column(ROW, pa.array(np.arange(len(table), dtype=np.int64))).append_column(TS, ts)
+    return with_row_and_ts(memtable.op().data.to_pyarrow(memtable.schema()), event_timestamp_col)
 
 
 def run_point_in_time(entity_df: pd.DataFrame, event_timestamp_col: str, joins: list[ViewJoin]) -> pa.Table:
-    """Execute the ASOF retrieval in a fresh DuckDB connection; one output row per entity row, in order."""
+    """Execute the ASOF retrieval in a fresh DuckDB connection; one output row per entity row, in order.
+
+    Each view joins a narrow copy of the entity rows (position, time, keys) and its result is put back in row
+    order; the entity columns never pass through DuckDB, so they keep exactly the types Feast gives them."""
     entity = entity_arrow(entity_df, event_timestamp_col)
+    result = entity.drop_columns([ROW, TS])
     con = duckdb.connect()
     try:
         con.sql("SET TimeZone = 'UTC'")
@@ -279,16 +340,14 @@ def run_point_in_time(entity_df: pd.DataFrame, event_timestamp_col: str, joins: 
         [(lo, hi)] = con.sql(f"SELECT min({TS}), max({TS}) FROM entity").fetchall()
         if lo is None:  # every entity timestamp is null: nothing can match, keep the shape
             lo = hi = datetime(1970, 1, 1)
-        columns = [c for c in entity.column_names if c not in (ROW, TS)]
-        result = con.sql(point_in_time_sql(columns, joins, lo, hi)).to_arrow_table()
+        for join, keys in zip(joins, key_tables(con, "entity", joins), strict=True):
+            source = source_sql(join, lo, hi)
+            single = one_row_per_key(con, join, source, parquet_rows(con, join.path), entity.num_rows)
+            part = in_row_order(con.sql(view_sql(join, source, keys, single)).to_arrow_table(), entity.num_rows)
+            for name, column in zip(part.column_names, part.columns, strict=True):
+                result = result.append_column(name, column)
     finally:
         con.close()
-    if result.num_rows != entity.num_rows:  # an ASOF LEFT JOIN keeps each left row exactly once
-        raise RuntimeError(f"ASOF retrieval returned {result.num_rows} rows for {entity.num_rows} entity rows")
-    # entity columns keep the types Feast gives them (DuckDB may widen e.g. string to large_string)
-    for i, name in enumerate(columns):
-        if result.schema.field(name).type != entity.schema.field(name).type:
-            result = result.set_column(i, name, result[name].cast(entity.schema.field(name).type))
     return result
 
 
@@ -302,14 +361,23 @@ class AsofRetrievalJob(RetrievalJob):
         full_feature_names: bool,
         metadata: RetrievalMetadata,
         config: RepoConfig,
+        joins: list[ViewJoin] | None = None,
     ) -> None:
-        """Wrap ``query`` (run on each execution) with what Feast needs to finish the job."""
+        """Wrap ``query`` (run on each execution) with what Feast needs to finish the job; ``joins``: the views
+        ``query`` reads, as resolved (batch scoring joins them chunk by chunk: ``mlplatform.features.incremental``)."""
         super().__init__()
         self._query = query
         self._on_demand_feature_views = on_demand_feature_views
         self._full_feature_names = full_feature_names
         self._metadata = metadata
         self._config = config
+        self.joins: list[ViewJoin] = list(joins or [])
+
+    def on_table(self, table: pa.Table) -> AsofRetrievalJob:
+        """The same job over an already joined ``table`` (entity columns + this job's view columns): its
+        ``to_arrow()`` / ``to_df()`` apply the on-demand feature views to it exactly as this job's would."""
+        return AsofRetrievalJob(lambda: table, self._on_demand_feature_views, self._full_feature_names,
+                                self._metadata, self._config, self.joins)
 
     def _to_arrow_internal(self, timeout: int | None = None) -> pa.Table:
         """The joined features, before on-demand transformations."""
@@ -420,4 +488,5 @@ class AsofDuckDBOfflineStore(DuckDBOfflineStore):
                 max_event_timestamp=timestamp_range[1],
             ),
             config=config,
+            joins=joins,
         )

@@ -1,5 +1,6 @@
-"""Batch scores are right: equal to the registered booster on an independently built (brute-force) feature frame,
-and equal to the online service's scores for the same transactions replayed at the same times."""
+"""Batch scores are right: equal to the registered booster on an independently built (brute-force) feature frame and
+on Feast's own retrieval (its stock DuckDB offline store), the same whatever the chunking, and equal to the online
+service's scores for the same transactions replayed at the same times."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from tests.oracles import point_in_time, read_raw
 from tests.scoring.conftest import SERVICE_VIEWS
 
 US = pd.Timedelta(microseconds=1)
+REPLAYED = 60  # transactions replayed through the live service
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +89,8 @@ def test_scores_equal_online_service_replayed_at_the_same_times(scoring_world, s
     w = scoring_world
     _, scores = scored
     tx = window_transactions(w).sort_values("event_timestamp")
-    sample = tx.iloc[np.linspace(0, len(tx) - 1, 15).astype(int)]
+    sample = tx.iloc[np.unique(np.linspace(0, len(tx) - 1, REPLAYED).astype(int))]
+    assert len(sample) == REPLAYED
     first = sample["event_timestamp"].iloc[0]
     settings = w.settings.model_copy(update={"redis_addr": redis_addr})  # the world's, online in this run's Redis
     materialize(settings, end=(first - US).to_pydatetime(), full=True, views=SERVICE_VIEWS)
@@ -117,6 +120,37 @@ def test_scores_equal_online_service_replayed_at_the_same_times(scoring_world, s
     diffs = {tid: abs(batch[tid] - s) for tid, s in online.items()}
     assert max(diffs.values()) < 1e-6, {k: v for k, v in diffs.items() if v >= 1e-6}
     assert len(set(np.round(list(online.values()), 6))) > 3, "the replayed transactions are not all alike"
+
+
+def test_scores_equal_booster_on_feasts_own_retrieval(scoring_world, scored, tmp_path):
+    """Oracle: Feast's stock DuckDB offline store (not ours) over the same registry, on-demand view included."""
+    from mlplatform.features.service import transaction_entity_rows
+    from mlplatform.models.registry import ModelRegistry
+    from tests.features.test_incremental import feast_stock_store
+
+    w = scoring_world
+    _, scores = scored
+    stock = feast_stock_store(w.settings, tmp_path)
+    entity = transaction_entity_rows(window_transactions(w))
+    frame = stock.get_historical_features(entity_df=entity, features=stock.get_feature_service("fraud_model_v1"))
+    frame = frame.to_df()
+    booster = ModelRegistry(w.settings).load_booster(w.version)
+    X = frame[w.feature_names].apply(pd.to_numeric, errors="coerce").astype("float64").to_numpy()
+    expected = pd.Series(booster.inplace_predict(X), index=frame["transaction_id"].astype("int64"))
+    got = scores.set_index("transaction_id")["score"].loc[expected.index]
+    assert len(expected) == len(scores) and np.abs(got.to_numpy() - expected.to_numpy()).max() < 1e-12
+
+
+def test_chunking_does_not_change_a_score(scoring_world, scored, tmp_path):
+    """One chunk for the whole window, and chunks of 7 transactions: the same scores as chunks of 60."""
+    w = scoring_world
+    _, scores = scored
+    base = scores.set_index("transaction_id")["score"]
+    for rows in (10**6, 7):
+        result = score_window(w.settings, w.start, w.end, chunk_rows=rows, output=tmp_path / f"s{rows}.parquet")
+        other = pd.read_parquet(result.path).set_index("transaction_id")["score"]
+        assert (result.chunks == 1) == (rows == 10**6)
+        assert other.loc[base.index].to_numpy().tolist() == base.to_numpy().tolist()
 
 
 def test_bad_input_is_a_message_and_nothing_is_written(scoring_world, cli):

@@ -98,8 +98,8 @@ def test_view_hashes_are_equal_for_equal_definitions_only(world, tmp_path):
     assert second.lineage["feature_views"] == hashes
     assert all(len(h) == 16 for h in hashes.values())
 
-    repo = _changed_repo(tmp_path, "        hour = (int(ts) // 3600) % 24\n",
-                         "        amount = amount * 100  # a different definition\n")
+    repo = _changed_repo(tmp_path, "    from mlplatform.features.on_demand import transaction_context as compute\n",
+                         "    inputs = inputs.assign(amount=inputs[\"amount\"] * 100)  # a different definition\n")
     changed = make_settings(world, models_dir=tmp_path / "models", feature_repo=repo,
                             registry=tmp_path / "registry-changed.db")
     apply_definitions(changed)
