@@ -91,6 +91,8 @@ def consistency(since: SinceOpt = None, until: UntilOpt = None) -> None:
     replayed = f"; {result.replayed:,} replayed, judged at their original time" if result.replayed else ""
     console.print(f"{result.compared:,} of {result.requests:,} requests compared; {result.skips()}{replayed}; "
                   f"{result.seconds:.1f}s", highlight=False, soft_wrap=True)
+    if result.feature_age is not None:
+        console.print(f"freshness: {result.feature_age.describe()}", highlight=False, soft_wrap=True)
     _left_out(result.unjudged)
     _where(result.files)
 

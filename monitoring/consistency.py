@@ -38,6 +38,11 @@ headline):
   not compared and is counted per feature as ``future`` (``future_requests``: requests that listed any).
 * Logged rows it cannot recompute at all (no customer or merchant id, no transaction time: ``CONSISTENCY_NEEDS``;
   see ``monitoring.logs``) are left out and counted by reason (``unjudged``).
+
+**Freshness.** The report also gives the age of the newest data behind the served customer_activity features
+(the log's ``activity_age_s``: request time minus the time its source, event log or materialized rows, is known
+complete up to) at p50 and p99 over the window's served rows that have one (``feature_age``; headline). Older
+logs have no ages: then none is reported. Only customer_activity is measured; the other views are slow-moving.
 """
 
 from __future__ import annotations
@@ -85,6 +90,30 @@ class FeatureMismatch:
     future: int = 0  # requests that listed it in ``future``: withheld by the service, so not compared
 
 
+@dataclass(frozen=True)
+class FeatureAge:
+    """Percentiles of the served customer_activity features' age (``activity_age_s``), seconds, over ``rows``."""
+
+    rows: int
+    p50: float
+    p99: float
+
+    def describe(self) -> str:
+        """The figures in a few words."""
+        return f"customer_activity age p50 {self.p50:.3f}s, p99 {self.p99:.3f}s ({self.rows:,} rows)"
+
+
+def feature_age(served: pd.DataFrame) -> FeatureAge | None:
+    """p50/p99 (numpy's linear percentiles) of the served rows' ``activity_age_s``; None when no row has one."""
+    if "activity_age_s" not in served.columns:
+        return None
+    ages = pd.to_numeric(served["activity_age_s"], errors="coerce").dropna().to_numpy(dtype="float64")
+    if not len(ages):
+        return None
+    p50, p99 = np.percentile(ages, [50, 99])
+    return FeatureAge(len(ages), float(p50), float(p99))
+
+
 @dataclass
 class ConsistencyResult:
     """The consistency report's figures: ``compared + skipped_backdated + sum(skipped.values()) == requests``."""
@@ -103,6 +132,7 @@ class ConsistencyResult:
     offline_end: datetime | None = None  # the offline feature tables' end (their build's watermark)
     skipped: dict[str, int] = field(default_factory=dict)  # requests not compared other than back-dated, by reason
     replayed: int = 0  # compared requests whose event-log features were recomputed at their original time
+    feature_age: FeatureAge | None = None  # the served customer_activity features' age (None: not in the logs)
 
     def worst(self) -> list[FeatureMismatch]:
         """Features with any mismatch, worst first."""
@@ -122,8 +152,9 @@ class ConsistencyResult:
         withheld = f"; {self.future_requests:,} with features withheld as future" if self.future_requests else ""
         replayed = f"; {self.replayed:,} replayed, judged at their original time" if self.replayed else ""
         left_out = f"; {self.unjudged.short()}" if self.unjudged else ""
+        age = f"; {self.feature_age.describe()}" if self.feature_age else ""
         return (f"{self.compared:,} of {self.requests:,} served requests recomputed offline "
-                f"({self.skips()}{replayed}{withheld}); features with mismatches: {bad}{left_out}")
+                f"({self.skips()}{replayed}{withheld}); features with mismatches: {bad}{age}{left_out}")
 
     def skip_table(self) -> list[dict[str, Any]]:
         """Rows for a report page: the requests not compared, one row per reason."""
@@ -137,6 +168,7 @@ class ConsistencyResult:
                 "offline_end": self.offline_end.isoformat() if self.offline_end else None,
                 "skipped": dict(sorted(self.skipped.items())), "replayed": self.replayed,
                 "future_requests": self.future_requests,
+                "feature_age": asdict(self.feature_age) if self.feature_age else None,
                 "features": [asdict(f) for f in self.features], "seconds": self.seconds,
                 "headline": self.headline(), "unjudged": self.unjudged.to_dict()}
 
@@ -476,7 +508,7 @@ def run_consistency(settings: Settings, since: datetime | None = None, until: da
                                mismatches, seconds=time.perf_counter() - t0, future_requests=future_requests,
                                unjudged=read.unjudged, skipped_after_offline_end=skipped.get(after, 0),
                                offline_end=end, skipped=dict(skipped),
-                               replayed=int((judged & timing.replayed).sum()))
+                               replayed=int((judged & timing.replayed).sum()), feature_age=feature_age(served))
     if write:
         enough = result.compared >= settings.monitoring_min_rows
         breach = any(f.rate > settings.monitoring_max_mismatch_rate for f in mismatches)
@@ -487,6 +519,8 @@ def run_consistency(settings: Settings, since: datetime | None = None, until: da
         page = render_table_page("Online/offline consistency", result.headline(),
                                  [("Mismatch rate per feature", table), ("Examples", examples),
                                   ("Served requests not compared", result.skip_table()),
+                                  ("Age of the served customer_activity features (seconds)",
+                                   [asdict(result.feature_age)] if result.feature_age else []),
                                   ("Logged rows not judged", result.unjudged.table())])
         result.files = write_report(settings, "consistency", {**result.to_dict(), "status": status}, page,
                                     when=datetime.now(UTC))

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from mlplatform.contracts.feature_log import ACTIVITY_FROM_LOGS, ACTIVITY_FROM_ROWS
+from mlplatform.features.activity import ACTIVITY_VIEW
 from serving.dispatcher import SHADOW
 from serving.feature_log import FeatureLogWriter
 from serving.metrics import ServingMetrics
@@ -59,7 +60,11 @@ class Accounting:
             if p.degraded:
                 self.metrics.degraded.inc()
             feats = fetched[p.model.feature_service]
-            records.append(feature_log_row(req, p, True, feats.values[i], now, latency_ms, _from_logs(feats, i)))
+            age = _age(feats, i)
+            if age is not None:
+                self.metrics.feature_age.labels(ACTIVITY_VIEW).observe(age)
+            records.append(feature_log_row(req, p, True, feats.values[i], now, latency_ms, _from_logs(feats, i),
+                                           age))
         self.feature_log.write(records)
 
     def shadow_outcome(self, model: LoadedModel, outcome: str, n: int = 1) -> None:
@@ -73,7 +78,8 @@ class Accounting:
         for i, req in enumerate(requests):
             p = Prediction(req.request_id, req.transaction_id, float(scores[i]), model, SHADOW, False, None,
                            feats.missing[i], feats.stale[i], False, future=feats.future[i])
-            records.append(feature_log_row(req, p, False, feats.values[i], now, latency_ms, _from_logs(feats, i)))
+            records.append(feature_log_row(req, p, False, feats.values[i], now, latency_ms, _from_logs(feats, i),
+                                           _age(feats, i)))
         self.feature_log.write(records)
         self.shadow_outcome(model, "logged", len(requests))
 
@@ -83,10 +89,16 @@ def _from_logs(feats: OnlineFeatures, i: int) -> bool:
     return i < len(feats.from_logs) and feats.from_logs[i]
 
 
+def _age(feats: OnlineFeatures, i: int) -> float | None:
+    """Row ``i``'s customer_activity age in seconds (None: unknown, or a reader that does not measure it)."""
+    return feats.activity_age_s[i] if i < len(feats.activity_age_s) else None
+
+
 def feature_log_row(req: ScoringRequest, p: Prediction, served: bool, values: Mapping[str, Any], now: datetime,
-                    latency_ms: float, from_logs: bool = False) -> dict[str, Any]:
+                    latency_ms: float, from_logs: bool = False, activity_age_s: float | None = None) -> dict[str, Any]:
     """One feature-log row: ids, time, model, every model input, request fields, prediction, missing/stale/future,
-    where customer_activity came from (``from_logs``) and the exact time the features were taken as of."""
+    where customer_activity came from (``from_logs``) and how old its newest data was (``activity_age_s``), and the
+    exact time the features were taken as of."""
     row = req.row
     extra = {k: v for k, v in row.items() if k not in _ROW_COLUMNS}
     return {
@@ -112,5 +124,6 @@ def feature_log_row(req: ScoringRequest, p: Prediction, served: bool, values: Ma
         "latency_ms": latency_ms,
         "activity_source": ACTIVITY_FROM_LOGS if from_logs else ACTIVITY_FROM_ROWS,
         "transaction_time_us": req.time_us,
+        "activity_age_s": activity_age_s,
         "features": {n: values.get(n) for n in p.model.feature_names},
     }

@@ -9,6 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+# feature age: 1 ms to 1 day (a stream applies events within milliseconds; a daily materialization is a day old)
+AGE_BUCKETS = (0.001, 0.01, 0.1, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 12 * 3600.0, 86400.0)
 
 
 class ServingMetrics:
@@ -23,6 +25,12 @@ class ServingMetrics:
         self.latency = Histogram("mlplatform_prediction_latency_seconds",
                                  "End-to-end predict latency inside the service, per model version.",
                                  ["model", "version"], buckets=LATENCY_BUCKETS, registry=r)
+        self.feature_age = Histogram("mlplatform_feature_age_seconds",
+                                     "Age of the newest data behind a served row's features, per view: the "
+                                     "request's time minus the time the source is known complete up to (event "
+                                     "logs' newest applied event, or the materialized watermark end). Only "
+                                     "customer_activity; the other views are slow-moving.",
+                                     ["view"], buckets=AGE_BUCKETS, registry=r)
         self.requests = Counter("mlplatform_requests", "HTTP requests per endpoint and status code.",
                                 ["endpoint", "status"], registry=r)
         self.cache_hits = Counter("mlplatform_cache_hits", "Prediction cache hits.", registry=r)

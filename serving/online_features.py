@@ -20,14 +20,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mlplatform.contracts.activity_log import COVERAGE_KEY, RETENTION_US, coverage_fields
 from mlplatform.contracts.redis_layout import (
+    MATERIALIZED_KEY,
     SCORING_OFFSET_US,
+    Watermark,
     decode_value,
     entity_key,
     feature_field,
+    materialized_field,
     timestamp_field,
     timestamp_micros,
 )
@@ -74,6 +78,10 @@ class OnlineFeatures:
     view's TTL at the request's time), ``future`` (the stored row is newer than the request: withheld), ``missing``
     (no row at all, or a null value). ``from_logs``: per row, whether ``customer_activity`` came from the
     customer's event log (exact at the request's time) rather than Feast's stored row (empty: from stored rows).
+    ``activity_age_s``: per row, the age in seconds of the newest data behind its ``customer_activity``: the
+    request's time minus the time up to which that source is known complete (the event logs' newest applied event,
+    or the view's materialized watermark end), 0 for a request at or before it; None where unknown (no mark in
+    Redis, the service reads no customer_activity, or a reader given no marks). Empty: not measured.
     """
 
     values: list[dict[str, Any]]
@@ -81,6 +89,7 @@ class OnlineFeatures:
     stale: list[list[str]]
     future: list[list[str]]
     from_logs: list[bool] = field(default_factory=list)
+    activity_age_s: list[float | None] = field(default_factory=list)
 
 
 class OnlineFeatureReader:
@@ -149,7 +158,11 @@ class OnlineFeatureReader:
             ACTIVITY_VIEW if stream_features and ACTIVITY_VIEW in wanted
             and self._view_group[ACTIVITY_VIEW].join_keys == ("customer_id",) else None)
         self.project: str = config.project
-        self._coverage_from_field = coverage_fields(config.project)[0]
+        complete_from, _, complete_to = coverage_fields(config.project)
+        self._coverage_fields = [complete_from, complete_to]
+        # the activity view's materialized watermark: how fresh its stored rows are (the features' age)
+        self._watermark_field: str | None = (materialized_field(config.project, ACTIVITY_VIEW)
+                                             if ACTIVITY_VIEW in wanted else None)
         self.entity_keys: list[str] = sorted({k for g in self.groups for k in g.join_keys})
 
     # -- keys ---------------------------------------------------------------------------------------------------
@@ -175,8 +188,7 @@ class OnlineFeatureReader:
                 pipe.hmget(key, fields)
             self._queue_activity(pipe, rows, request_time_us)
             replies = await pipe.execute()
-        return self.assemble(rows, replies[:len(commands)], request_time_us,
-                             activity=self._activity(replies[len(commands):], request_time_us))
+        return self._finish(rows, replies, len(commands), request_time_us)
 
     def fetch_sync(self, redis, rows: Sequence[dict[str, Any]], request_time_us: Sequence[int]) -> OnlineFeatures:
         """``fetch`` for a synchronous redis-py client (benchmarks, scripts)."""
@@ -186,14 +198,30 @@ class OnlineFeatureReader:
                 pipe.hmget(key, fields)
             self._queue_activity(pipe, rows, request_time_us)
             replies = pipe.execute()
-        return self.assemble(rows, replies[:len(commands)], request_time_us,
-                             activity=self._activity(replies[len(commands):], request_time_us))
+        return self._finish(rows, replies, len(commands), request_time_us)
+
+    def _finish(self, rows: Sequence[dict[str, Any]], replies: Sequence[Any], n_commands: int,
+                request_time_us: Sequence[int]) -> OnlineFeatures:
+        """Assemble the pipeline's replies: the HMGETs of ``commands``, then the marks and event-log reads."""
+        extra = list(replies[n_commands:])
+        materialized_to = None
+        if self._watermark_field is not None:
+            mark = Watermark.decode(extra.pop(0))
+            materialized_to = None if mark is None else (mark.end - _EPOCH) // timedelta(microseconds=1)
+        logs_to = None
+        if self.activity_view is not None:
+            logs_to = _int_or_none(extra[0][1])
+        return self.assemble(rows, replies[:n_commands], request_time_us,
+                             activity=self._activity(extra, request_time_us), complete_to=(materialized_to, logs_to))
 
     def _queue_activity(self, pipe, rows: Sequence[dict[str, Any]], request_time_us: Sequence[int]) -> None:
-        """Queue the event-log reads: the logs' coverage, then each row's window and latest event."""
+        """Queue the activity view's materialized watermark, then the event-log reads: the logs' coverage (from,
+        to), then each row's window and latest event."""
+        if self._watermark_field is not None:
+            pipe.hget(MATERIALIZED_KEY, self._watermark_field)
         if self.activity_view is None:
             return
-        pipe.hget(COVERAGE_KEY, self._coverage_from_field)
+        pipe.hmget(COVERAGE_KEY, self._coverage_fields)
         for row, t_us in zip(rows, request_time_us, strict=True):
             queue_reads(pipe, self.project, row["customer_id"], t_us)
 
@@ -201,7 +229,7 @@ class OnlineFeatureReader:
         """Per row, (features, stale) from its event log, or None where the logs do not cover its time."""
         if self.activity_view is None:
             return []
-        complete_from = None if replies[0] is None else int(replies[0])
+        complete_from = _int_or_none(replies[0][0])
         out: list[tuple[Any, bool] | None] = []
         for i, t_us in enumerate(request_time_us):
             covered = complete_from is not None and t_us - RETENTION_US >= complete_from
@@ -215,6 +243,7 @@ class OnlineFeatureReader:
         request_time_us: Sequence[int],
         enforce_ttl: bool = True,
         activity: Sequence[tuple[Any, bool] | None] = (),
+        complete_to: tuple[int | None, int | None] = (None, None),
     ) -> OnlineFeatures:
         """Decode Redis replies into feature values as of each row's request time; run on-demand views.
 
@@ -222,12 +251,15 @@ class OnlineFeatureReader:
         older row is ``stale``, a newer one ``future`` (both treated as missing). ``enforce_ttl=False`` reads as
         Feast's ``get_online_features`` does: the stored row whatever its time (neither check). ``activity``: per
         row, the activity view's (features, stale) from the event logs, or None to use its stored row.
+        ``complete_to``: (materialized watermark end, event logs' newest applied event), µs or None: the times the
+        per-row ``activity_age_s`` is measured from.
         """
         n_groups = len(self.groups)
         per_row_views: list[dict[str, dict[str, Any]]] = []
         per_row_stale: list[set[str]] = []
         per_row_future: list[set[str]] = []
         from_logs: list[bool] = []
+        ages: list[float | None] = []
         for i in range(len(rows)):
             # the offline store serves, for a request at t, rows at or before t - 1 µs and within the TTL of it
             as_of = request_time_us[i] - SCORING_OFFSET_US
@@ -261,6 +293,7 @@ class OnlineFeatureReader:
                     views_out[view_key] = values
             logged = activity[i] if activity else None
             from_logs.append(logged is not None)
+            ages.append(_age_s(request_time_us[i], complete_to[1] if logged is not None else complete_to[0]))
             if logged is not None:  # the event log knows this view's value at t exactly: never future
                 values, is_stale = logged
                 read_names = self.view_features[self.activity_view]
@@ -317,7 +350,21 @@ class OnlineFeatureReader:
             future.append([n for n in self.output_names if n in future_names[i]])
             missing.append([n for n in self.output_names
                             if res.get(n) is None and n not in stale_names[i] and n not in future_names[i]])
-        return OnlineFeatures(values=results, missing=missing, stale=stale, future=future, from_logs=from_logs)
+        return OnlineFeatures(values=results, missing=missing, stale=stale, future=future, from_logs=from_logs,
+                              activity_age_s=ages)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _int_or_none(raw: Any) -> int | None:
+    """A Redis reply holding an integer, or None when absent."""
+    return None if raw is None else int(raw)
+
+
+def _age_s(t_us: int, complete_to_us: int | None) -> float | None:
+    """Seconds between a request's time and the time its source is known complete up to (0 when back-dated)."""
+    return None if complete_to_us is None else max(0, t_us - complete_to_us) / 1e6
 
 
 def _maybe_odfv(store, name: str):

@@ -7,10 +7,13 @@ caller got, false for shadow scores. ``missing``, ``stale`` and ``future`` list 
 why (``future``: the stored row was newer than the request, so it was withheld). ``activity_source`` says where
 ``customer_activity`` came from: ``"logs"`` (the customer's event log, exact at the request's time) or ``"rows"``
 (Feast's materialized row). ``transaction_time_us`` is the time the features were taken as of (µs since the epoch;
-``transaction_ts`` is that time in whole seconds). Files written before a column of ``ADDED_COLUMNS`` existed lack
-it: readers give it as null there (``future``: unknown, such a service served future rows silently;
-``activity_source``: read it as ``"rows"``, the only source such a service had; ``transaction_time_us``: only the
-seconds are known).
+``transaction_ts`` is that time in whole seconds). ``activity_age_s`` is the age in seconds of the newest data behind
+the served ``customer_activity`` (the request's time minus the time its source is known complete up to: the event
+logs' newest applied event, or the view's materialized watermark end; 0 for a back-dated request; null when
+unknown). Files written before a column of ``ADDED_COLUMNS`` existed lack it: readers give it as null there
+(``future``: unknown, such a service served future rows silently; ``activity_source``: read it as ``"rows"``, the
+only source such a service had; ``transaction_time_us``: only the seconds are known; ``activity_age_s``: not
+measured).
 
 Rows that do not fit the schema never take other rows down (``encode_feature_log``): a value that does not fit its
 column (an id beyond int64, a number that is not one, text where a list belongs) is written as null, and the
@@ -39,8 +42,10 @@ BASE_COLUMNS = (
     "request_id", "logged_at", "transaction_id", "customer_id", "merchant_id", "amount", "transaction_ts",
     "request_fields", "model_name", "model_version", "role", "served", "fallback", "fallback_reason", "cached",
     "prediction", "missing", "stale", "future", "latency_ms", "activity_source", "transaction_time_us",
+    "activity_age_s",
 )
-ADDED_COLUMNS = ("future", "activity_source", "transaction_time_us")  # newer than some files: null where absent
+# newer than some files: null where absent
+ADDED_COLUMNS = ("future", "activity_source", "transaction_time_us", "activity_age_s")
 ACTIVITY_FROM_LOGS, ACTIVITY_FROM_ROWS = "logs", "rows"  # the values of ``activity_source``
 REQUIRED_COLUMNS = ("request_id", "logged_at", "served")  # a file without one of these cannot be judged at all
 ROW_KEY = ("request_id", "model_name", "model_version", "role")  # one row per model that scored a request
@@ -60,6 +65,7 @@ def log_schema(features: list[str]):
             ("fallback_reason", pa.string()), ("cached", pa.bool_()), ("prediction", pa.float64()),
             ("missing", pa.list_(pa.string())), ("stale", pa.list_(pa.string())), ("future", pa.list_(pa.string())),
             ("latency_ms", pa.float64()), ("activity_source", pa.string()), ("transaction_time_us", pa.int64()),
+            ("activity_age_s", pa.float64()),
         ]
         + [(name, pa.float64()) for name in features]
     )
