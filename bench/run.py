@@ -10,6 +10,7 @@ same run, because absolute timings on a shared 2-core machine are noisy.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import importlib
 import json
 import platform
@@ -18,6 +19,8 @@ import time
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
+
+from mlplatform.files import write_atomic
 
 HERE = Path(__file__).resolve().parent
 README = HERE.parent / "README.md"
@@ -69,7 +72,6 @@ def main() -> None:
     chosen = [m for m in MODULES if not args.only or m in args.only.split(",")]
     results: dict[str, list[dict]] = {}
     table = ""
-    previous = json.loads((HERE / "results.json").read_text()) if (HERE / "results.json").exists() else {}
     for name in chosen:
         try:
             module = importlib.import_module(f"bench.{name}")
@@ -81,18 +83,25 @@ def main() -> None:
         print(f"== bench {name} ...", flush=True)
         results[name] = module.run(quick=args.quick)
         print(f"== bench {name} done in {time.perf_counter() - t0:.0f}s", flush=True)
-        table = save(previous, results, args.quick)  # after each module: a long run keeps what it measured
+        table = save(results, args.quick)  # after each module: a long run keeps what it measured
     print(table)
 
 
-def save(previous: dict, results: dict, quick: bool) -> str:
-    """Merge with earlier results (so --only refreshes one part), write results.json/.md and the README table."""
-    merged = {**previous.get("results", {}), **results}
-    merged = {m: merged[m] for m in MODULES if m in merged}
-    (HERE / "results.json").write_text(json.dumps({"quick": quick, "results": merged}, indent=2))
-    table = render(merged, quick)
-    (HERE / "results.md").write_text("# Benchmark results\n\n" + table)
-    update_readme(table)
+def save(results: dict, quick: bool) -> str:
+    """Merge with the results on disk (so --only refreshes one part), write results.json/.md and the README table.
+
+    The file is read again under an exclusive lock just before writing, so two runs at once (say `--only
+    scoring` beside `--only streaming`) each keep the other's rows instead of writing back what they read at start."""
+    with open(HERE / ".results.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        path = HERE / "results.json"
+        previous = json.loads(path.read_text()) if path.exists() else {}
+        merged = {**previous.get("results", {}), **results}
+        merged = {m: merged[m] for m in MODULES if m in merged}
+        write_atomic(path, json.dumps({"quick": quick, "results": merged}, indent=2))
+        table = render(merged, quick)
+        write_atomic(HERE / "results.md", "# Benchmark results\n\n" + table)
+        update_readme(table)
     return table
 
 
