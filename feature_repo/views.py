@@ -58,7 +58,8 @@ customer_activity = FeatureView(
         Field(name="amount_sum_7d", dtype=Float64, description="Amount spent in the last 7 days."),
         Field(name="amount_mean_7d", dtype=Float64, description="Mean amount in the last 7 days (null if none)."),
         Field(name="distinct_merchants_24h", dtype=Int64, description="Distinct merchants in the last 24 hours."),
-        Field(name="last_txn_epoch", dtype=Int64, description="Unix time (s) of the latest transaction."),
+        Field(name="last_txn_epoch", dtype=Int64, description="Unix time (s) of the latest transaction.",
+              tags={"time": "unix_seconds"}),  # a point in time: a replay moving the world moves it too
     ],
     source=customer_activity_source,
     online=True,

@@ -21,7 +21,7 @@ from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 
 from mlplatform.errors import ExitCode, MLPlatformError
-from mlplatform.timeutil import parse_time
+from mlplatform.timeutil import parse_interval, parse_time
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlplatform.settings import Settings
@@ -35,6 +35,7 @@ __all__ = [
     "friendly",
     "get_settings",
     "is_known_warning",
+    "parse_interval",
     "parse_time",
     "part_app",
     "quiet_known_warnings",

@@ -53,6 +53,21 @@ def parse_time(value: str | None, now: datetime | None = None) -> datetime | Non
         ) from exc
 
 
+def parse_interval(value: str | None) -> timedelta | None:
+    """A length of time from a user, in the offsets' units: ``1h``, ``15m``, ``1d``, ``1d12h`` (None stays None); a
+    clear error if it is not one or not above zero."""
+    if value is None:
+        return None
+    text = re.sub(r"\s+", "", str(value))
+    parts = re.findall(r"(\d+(?:\.\d+)?)([wdhms])", text, flags=re.IGNORECASE)
+    if not parts or "".join(a + u for a, u in parts).lower() != text.lower():
+        raise InvalidInputError(f"cannot read {value!r} as a length of time (e.g. 1h, 15m, 1d, 1d12h)")
+    length = timedelta(seconds=sum(float(a) * _UNIT_SECONDS[u.lower()] for a, u in parts))
+    if length <= timedelta(0):
+        raise InvalidInputError(f"{value!r} is no length of time above zero")
+    return length
+
+
 def relative_time(value: str, now: datetime | None = None) -> datetime | None:
     """``value`` as a relative time (``now``/``today``/``yesterday`` plus offsets like ``-14d+12h``), or None if it
     is not one. ``today`` is the start of the current UTC day."""

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mlplatform.console import console, err_console, friendly, parse_time, part_app
+from mlplatform.console import console, err_console, friendly, parse_interval, parse_time, part_app
+from mlplatform.errors import InvalidInputError
 
 app = part_app()
 monitor_app = part_app("Skew, consistency and live quality of served models; thresholds and retraining.")
@@ -186,6 +187,10 @@ def replay(
         "replay whose windows are those at the end of the data, not at each transaction.")] = False,
     speed: Annotated[float, typer.Option(help="--live: how many times faster than real time the clock runs "
                                               "(3600: an hour of the period per second).")] = 3600.0,
+    materialize_every: Annotated[str | None, typer.Option(
+        help="--live: write the stored views' rows (merchant_risk, the profiles; customer_activity too when the "
+        "service does not read the event logs) like a batch `materialize` every this long (e.g. 1h, 1D) instead "
+        "of each as its time comes: what a service behind hourly materialization sees.")] = None,
 ) -> None:
     """Send a generated period's transactions to the running service, moved forward by whole days to end now."""
     from mlplatform.settings import get_settings
@@ -194,10 +199,13 @@ def replay(
 
     settings = get_settings()
     if live:
-        res = live_replay(settings, url, period, limit, speed)
+        res = live_replay(settings, url, period, limit, speed, materialize_every=parse_interval(materialize_every))
         console.print(f"live replay of {res.period} (+{res.shift_days} days, {res.speed:g}x): {res.events:,} events, "
                       f"{res.scored:,} scored at their own time, {res.failed:,} failed; {res.history:,} earlier "
-                      f"transactions moved forward; {res.seconds:.1f}s ({res.waited:.1f}s waiting for the consumers)")
+                      f"transactions and {res.stored_rows:,} stored feature rows moved forward; {res.seconds:.1f}s "
+                      f"({res.waited:.1f}s waiting for the consumers)")
+    elif materialize_every is not None:
+        raise InvalidInputError("--materialize-every is an option of the live replay: add --live")
     else:
         result = run_replay(settings, url, period, limit)
         console.print(f"replayed {result.sent:,} transactions of {result.period} (+{result.shift_days} days) against "

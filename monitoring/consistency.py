@@ -8,32 +8,34 @@ change, a different formula in an on-demand view, a stale or half-materialized o
 contract as training (``mlplatform.features.service.transaction_entity_rows``); t is the exact time the service
 used (the log's ``transaction_time_us``; older logs: ``transaction_ts``, whole seconds).
 
-* Features of views served from Feast's materialized rows (merchant_risk, the profiles, and customer_activity when
-  the log's ``activity_source`` is ``"rows"`` or absent) are recomputed at the SERVED time. The online store holds
-  the *latest* row of each entity, so the two agree only when it was fresh then: every row up to that time
-  materialized and no newer one already in it. After the offline tables' end the materialized row IS the last
-  offline row, so such rows are compared there too (they are what the offline store will still say).
-* Features derived from customer_activity served from the customer's event log (``activity_source`` ``"logs"``:
-  the view's own features and the outputs of on-demand views that read it) are exact at the served time, so they
-  are recomputed there, unless the row is a **replay**: its ``transaction_id`` is a raw transaction
-  (``<raw_dir>/transactions``) whose event time differs from the served time. A replay shifts the period and the
-  customers' event logs forward by whole days, so the served value equals the offline value at the ORIGINAL time
-  t - 1 µs (the raw event time); on-demand outputs are recomputed with the original request values (hour of day
-  and time since the last transaction do not change under a whole-day shift of both). A shift that is not whole
-  days is no replay the check can place: skipped, ``"shift is not whole days"``.
+* A row served at its own time is recomputed at the SERVED time. Features of views served from Feast's
+  materialized rows (merchant_risk, the profiles, and customer_activity when the log's ``activity_source`` is
+  ``"rows"`` or absent) agree only when the online store was fresh then: every row up to that time materialized
+  and no newer one already in it. After the offline tables' end the materialized row IS the last offline row, so
+  such rows are compared there too (they are what the offline store will still say). Features derived from
+  customer_activity served from the customer's event log (``activity_source`` ``"logs"``) are exact at any time.
+* A **replay** is recomputed at its ORIGINAL time, every feature: its ``transaction_id`` is a raw transaction
+  (``<raw_dir>/transactions``) whose event time differs from the served time by whole days. ``monitor replay
+  --live`` moves the period, the customers' event logs and the stored views' rows forward by whole days, each
+  stored row written when its (shifted) time comes, so a faithful replay serves exactly the offline values at the
+  original t - 1 µs (on-demand outputs too: hour of day and time since the last transaction do not change under a
+  whole-day shift). A replay scored against the online store's end state serves other values, and the report
+  says so. An event-log row moved by anything but whole days cannot be placed: skipped, ``"shift is not whole
+  days"``.
 
 **What is not compared, by reason** (never dropped silently: ``skipped_backdated``, ``skipped`` and the
 headline):
 
 * *After the offline data's end.* The offline tables end at the build's watermark (``_build_state.json`` beside
-  them; else just after their newest row). Where a row's event-log features would be recomputed at or after it,
-  the offline store has no value for that time yet (window exits after the end are missing): skipped and counted
-  as ``"after the offline data's end (<end>)"`` (``skipped_after_offline_end``), judged once the tables are
-  rebuilt past it.
+  them; else just after their newest row). Where a row's event-log features, or a replay, would be recomputed at
+  or after it, the offline store has no value for that time yet (window exits after the end are missing):
+  skipped and counted as ``"after the offline data's end (<end>)"`` (``skipped_after_offline_end``), judged once
+  the tables are rebuilt past it.
 * *Back-dated.* A feature row of a view served from stored rows, for the request's entities, newer than the time
   the view is recomputed at and not newer than when the request was logged: the hash may have held it when the
   request was served (a service older than the log's ``future`` column served it silently). The request is
-  skipped (``skipped_backdated``). Views served from the event log are exact at any time and need no such check.
+  skipped (``skipped_backdated``). Views served from the event log are exact at any time and replays are placed at
+  their original time with their world: neither needs the check.
 * *Withheld.* The service withholds stored rows newer than a request and logs them in ``future``; such a cell is
   not compared and is counted per feature as ``future`` (``future_requests``: requests that listed any).
 * Logged rows it cannot recompute at all (no customer or merchant id, no transaction time: ``CONSISTENCY_NEEDS``;
@@ -70,7 +72,6 @@ US = 1_000_000
 DAY_US = 86_400 * US
 NOT_WHOLE_DAYS = "shift is not whole days"
 BACKDATED = "back-dated (a stored row newer than the request's time existed when it was served)"
-SERVED, ACTIVITY = "served", "activity"  # the two recompute times: the served one, the event-log features' one
 
 
 def after_end_reason(end: datetime) -> str:
@@ -249,40 +250,7 @@ def raw_event_times(raw_dir: Path, transaction_ids: pd.Series) -> pd.Series:
     return out
 
 
-# --- the feature service: which features derive from customer_activity, which views are read at which time --------
-@dataclass(frozen=True)
-class FeaturePlan:
-    """Of a feature service: the features derived from customer_activity (its own and the outputs of on-demand
-    views reading it) and, per stored view, at which recompute times its values are read (``SERVED``,
-    ``ACTIVITY``)."""
-
-    activity_features: frozenset[str]
-    view_times: dict[str, frozenset[str]]
-
-
-def feature_plan(store, service_name: str) -> FeaturePlan:
-    """The ``FeaturePlan`` of a feature service, from the registry."""
-    service = store.get_feature_service(service_name)
-    derived: set[str] = set()
-    times: dict[str, set[str]] = {}
-    for projection in service.feature_view_projections:
-        names = [f.name for f in projection.features]
-        try:
-            odfv = store.get_on_demand_feature_view(projection.name)
-        except Exception:  # a plain feature view
-            if projection.name == ACTIVITY_VIEW:
-                derived.update(names)
-            times.setdefault(projection.name, set()).add(ACTIVITY if projection.name == ACTIVITY_VIEW else SERVED)
-            continue
-        sources = [p.name for p in odfv.source_feature_view_projections.values()]
-        reads_activity = ACTIVITY_VIEW in sources
-        if reads_activity:
-            derived.update(names)
-        for name in sources:
-            times.setdefault(name, set()).add(ACTIVITY if reads_activity else SERVED)
-    return FeaturePlan(frozenset(derived), {k: frozenset(v) for k, v in times.items()})
-
-
+# --- the feature service's stored views ------------------------------------------------------------------------
 def view_sources(store, service_name: str) -> list[tuple[str, list[str], str, str]]:
     """(view, join keys, Parquet path, timestamp column) of every stored view the service reads, ODFV sources too."""
     service = store.get_feature_service(service_name)
@@ -401,68 +369,57 @@ def _utc_us(values: pd.Series):
 
 @dataclass
 class _Timing:
-    """Per served row: the served and event-log-feature recompute times (µs), and why a row is not compared."""
+    """Per served row: the served time and the time its features are recomputed at (µs), and why a row is not
+    compared."""
 
     served_us: np.ndarray
-    activity_us: np.ndarray
+    at_us: np.ndarray
     from_logs: np.ndarray
     replayed: np.ndarray
     skip: list[str | None]
 
 
 def recompute_times(served: pd.DataFrame, raw_dir: Path, end: datetime | None) -> _Timing:
-    """When each served row's features are recomputed (see the module doc), and which rows cannot be judged (no
-    whole-day shift; event-log features at or after the offline data's ``end``)."""
+    """When each served row's features are recomputed (see the module doc), and which rows cannot be judged (an
+    event-log row moved by no whole number of days; event-log features or a replay at or after the offline data's
+    ``end``)."""
     served_us = served_times_us(served)
     logs = from_event_logs(served)
     ids = served["transaction_id"] if "transaction_id" in served.columns else pd.Series([None] * len(served))
     original = raw_event_times(raw_dir, ids.reset_index(drop=True))
     known = original.notna().to_numpy()
     original_us = original.to_numpy(dtype="int64", na_value=0)
-    replay = logs & known & (original_us != served_us)  # only event-log features are read at the original time
+    moved = known & (original_us != served_us)
     whole = (served_us - original_us) % DAY_US == 0
-    activity_us = np.where(replay & whole, original_us, served_us)
+    replay = moved & whole
+    at_us = np.where(replay, original_us, served_us)
     end_us = None if end is None else int(pd.Timestamp(end).value // 1000)
     skip: list[str | None] = [None] * len(served)
-    for i in np.flatnonzero(replay & ~whole):
+    for i in np.flatnonzero(logs & moved & ~whole):
         skip[i] = NOT_WHOLE_DAYS
     if end is not None:
-        for i in np.flatnonzero(logs & (activity_us - 1 >= end_us)):
+        for i in np.flatnonzero((logs | replay) & (at_us - 1 >= end_us)):
             skip[i] = skip[i] or after_end_reason(end)
-    return _Timing(served_us, activity_us, logs, replay & whole, skip)
+    return _Timing(served_us, at_us, logs, replay, skip)
 
 
-def view_as_of(plan: FeaturePlan, rows: pd.DataFrame, at_activity: pd.DataFrame, from_logs: np.ndarray
+def view_as_of(views: list[str], rows: pd.DataFrame, from_logs: np.ndarray, replayed: np.ndarray
                ) -> dict[str, pd.Series]:
-    """Per stored view, per row: the earliest time its values are recomputed at (entity rows' t - 1 µs at the
-    served time, ``rows``, and at the event-log features' time, ``at_activity``); NaT for customer_activity where
-    it came from the event logs (exact at any time: no stored row could have been served)."""
+    """Per stored view, per row: the time a stored row newer than which would make the request back-dated (its
+    recompute time t - 1 µs); NaT where no stored row of it could have been served out of time: a replay (its
+    world was moved forward with it) and customer_activity from the event logs (exact at any time)."""
     out: dict[str, pd.Series] = {}
-    for view, times in plan.view_times.items():
-        when = [rows["event_timestamp"]] if SERVED in times else []
-        if ACTIVITY in times:
-            when.append(at_activity["event_timestamp"])
-        earliest = pd.concat(when, axis=1).min(axis=1) if len(when) > 1 else when[0]
-        out[view] = earliest.where(~from_logs) if view == ACTIVITY_VIEW else earliest
+    for view in views:
+        exact = replayed | (from_logs if view == ACTIVITY_VIEW else np.zeros(len(rows), dtype=bool))
+        out[view] = rows["event_timestamp"].where(~exact)
     return out
 
 
-def offline_values(store, service_name: str, rows: pd.DataFrame, replays: pd.DataFrame, derived: list[str]
-                   ) -> pd.DataFrame:
-    """The service's features from the offline store for the entity ``rows`` (served times), keyed by
-    ``request_id``; for the requests of ``replays`` (entity rows at their original times) the ``derived``
-    features (from customer_activity) are taken at those times instead."""
+def offline_values(store, service_name: str, rows: pd.DataFrame) -> pd.DataFrame:
+    """The service's features from the offline store for the entity ``rows`` (each at its recompute time)."""
     service = store.get_feature_service(service_name)
     offline = store.get_historical_features(entity_df=rows, features=service).to_df()
-    offline = offline.set_index("request_id").reindex(rows["request_id"])
-    if len(replays) and derived:
-        original = store.get_historical_features(entity_df=replays, features=service).to_df()
-        original = original.set_index("request_id").reindex(offline.index)
-        use = offline.index.isin(replays["request_id"])
-        for name in derived:
-            at_served = pd.to_numeric(offline[name], errors="coerce").astype("float64")
-            offline[name] = at_served.where(~use, pd.to_numeric(original[name], errors="coerce").astype("float64"))
-    return offline.reset_index()
+    return offline.set_index("request_id").reindex(rows["request_id"]).reset_index()
 
 
 def run_consistency(settings: Settings, since: datetime | None = None, until: datetime | None = None,
@@ -478,27 +435,24 @@ def run_consistency(settings: Settings, since: datetime | None = None, until: da
     store = store or open_feature_store(settings)
     service_name = settings.feature_service
     features = [n for n, _ in feature_signature(store, service_name) if n in served.columns]
-    plan = feature_plan(store, service_name)
     sources = view_sources(store, service_name)
     end = offline_end(sources)
     timing = recompute_times(served, settings.layout.raw_dir, end)
     skipped = Counter(why for why in timing.skip if why is not None)
     candidate = np.array([why is None for why in timing.skip], dtype=bool)
 
-    rows = entity_rows_at(served, timing.served_us)
-    at_activity = entity_rows_at(served, timing.activity_us)
+    rows = entity_rows_at(served, timing.at_us)
     backdated = np.zeros(len(served), dtype=bool)
     if candidate.any():
         pick = np.flatnonzero(candidate)
-        as_of = view_as_of(plan, rows, at_activity, timing.from_logs)
+        as_of = view_as_of([view for view, *_ in sources], rows, timing.from_logs, timing.replayed)
         flags = backdated_requests(rows.iloc[pick], served["logged_at"].iloc[pick], sources,
                                    {v: w.iloc[pick] for v, w in as_of.items()})
         backdated[pick] = flags.to_numpy()
     judged = candidate & ~backdated
     mismatches: list[FeatureMismatch]
     if judged.any():
-        derived = [f for f in features if f in plan.activity_features]
-        offline = offline_values(store, service_name, rows[judged], at_activity[judged & timing.replayed], derived)
+        offline = offline_values(store, service_name, rows[judged])
         mismatches = compare_features(served[judged], offline, features, settings.monitoring_consistency_rtol)
     else:
         mismatches = [FeatureMismatch(f, 0, 0, 0.0, []) for f in features]

@@ -99,15 +99,31 @@ def quality_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
 
 
 # --- joining and grouping (pure) ------------------------------------------------------------------------------
-def join_labels(served: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
-    """Served rows with the label of their transaction (rows without an arrived label are dropped)."""
+def join_labels(served: pd.DataFrame, labels: pd.DataFrame, as_of: datetime | None = None) -> pd.DataFrame:
+    """Served rows with the label of their transaction (rows without an arrived label are dropped).
+
+    With ``as_of``, a replayed row (served later than its transaction happened, e.g. by ``monitor replay``) sees
+    its label only once it would have arrived on the replay's clock: ``label_timestamp`` moved forward by the same
+    shift as the transaction must be at or before ``as_of``. Needs ``transaction_timestamp`` in the labels and
+    ``transaction_ts`` (seconds) in the served rows; rows served at their own time are unaffected."""
     lab = labels.sort_values("label_timestamp").drop_duplicates("transaction_id", keep="last")
     lab = pd.DataFrame({"transaction_id": lab["transaction_id"].astype(str).to_numpy(),
                         "is_fraud": lab["is_fraud"].astype(int).to_numpy(),
-                        "label_timestamp": lab["label_timestamp"].to_numpy()})
+                        "label_timestamp": pd.to_datetime(lab["label_timestamp"], utc=True).to_numpy(),
+                        **({"_happened": pd.to_datetime(lab["transaction_timestamp"], utc=True).to_numpy()}
+                           if "transaction_timestamp" in lab.columns else {})})
     rows = served[served["transaction_id"].notna()].copy()
     rows["transaction_id"] = rows["transaction_id"].astype(str)
-    return rows.merge(lab, on="transaction_id", how="inner")
+    joined = rows.merge(lab, on="transaction_id", how="inner")
+    if "_happened" not in joined.columns:
+        return joined
+    if as_of is not None and "transaction_ts" in joined.columns:
+        served_at = pd.to_datetime(pd.to_numeric(joined["transaction_ts"], errors="coerce"), unit="s", utc=True)
+        shift = (served_at - pd.to_datetime(joined["_happened"], utc=True).dt.floor("s")).clip(
+            lower=pd.Timedelta(0)).fillna(pd.Timedelta(0))
+        arrived = pd.to_datetime(joined["label_timestamp"], utc=True) + shift
+        joined = joined[(arrived <= pd.Timestamp(as_of)).to_numpy()]
+    return joined.drop(columns="_happened").reset_index(drop=True)
 
 
 def quality_by_window(joined: pd.DataFrame, period: str) -> list[dict[str, Any]]:
@@ -353,7 +369,7 @@ def run_quality(settings: Settings, since: datetime | None = None, until: dateti
         "cached"], require=QUALITY_NEEDS)
     served = read.frame
     labels = read_labels(settings.data_path, as_of)
-    joined = join_labels(served, labels)
+    joined = join_labels(served, labels, as_of)
     by_version = quality_by_version(joined)
     lifecycle = model_lifecycle(settings, sorted({int(v) for v in served["model_version"].dropna()}))
     for row in by_version:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,12 @@ def shift_days(period_end: datetime, now: datetime) -> int:
 
 def period_transactions(settings: Settings, period: str | None) -> tuple[str, datetime, pd.DataFrame]:
     """(name, end, transactions) of a generated period; default the latest (the drifted one after --drift)."""
+    name, _, end, tx = period_span(settings, period)
+    return name, end, tx
+
+
+def period_span(settings: Settings, period: str | None) -> tuple[str, datetime, datetime, pd.DataFrame]:
+    """(name, start, end, transactions) of a generated period; default the latest."""
     from mlplatform.data.generator import read_manifest
 
     manifest = read_manifest(settings.data_path)
@@ -52,7 +58,8 @@ def period_transactions(settings: Settings, period: str | None) -> tuple[str, da
     path = settings.layout.raw_dir / "transactions" / f"{chosen['name']}.parquet"
     if not path.is_file():
         raise DataNotFoundError(f"{path} is missing: run `mlplatform data generate` again")
-    return chosen["name"], datetime.fromisoformat(chosen["end"]), pd.read_parquet(path)
+    return (chosen["name"], datetime.fromisoformat(chosen["start"]), datetime.fromisoformat(chosen["end"]),
+            pd.read_parquet(path))
 
 
 def replay_bodies(tx: pd.DataFrame, days: int) -> list[dict]:
@@ -112,6 +119,7 @@ class LiveReplayResult:
     speed: float
     seconds: float
     waited: float  # seconds spent waiting for the stream's consumers to apply what was sent
+    stored_rows: int = 0  # rows of the views served from stored rows, written on the replay's clock
 
 
 def _events(tx: pd.DataFrame, shift: pd.Timedelta) -> list[Any]:
@@ -195,46 +203,73 @@ def _rewind(client: Any, settings: Settings, start: pd.Timestamp, shift: pd.Time
 
 def live_replay(settings: Settings, url: str | None = None, period: str | None = None, limit: int = 5000,
                 speed: float = 3600.0, now: datetime | None = None, seed: int = 0, on_progress=None,
-                apply_timeout: float = 60.0) -> LiveReplayResult:
+                apply_timeout: float = 60.0, materialize_every: timedelta | None = None) -> LiveReplayResult:
     """Play a period in event-time order on a clock ``speed`` times faster than real time, moved forward by whole
     days to end at or before now.
 
     Every transaction of the period goes to ``POST /v1/events`` when its (shifted) time comes; a uniform sample of
     ``limit`` of them is then scored by ``POST /v1/predict/batch`` at that same time, once the stream's consumers
     have applied everything sent before (so each scored transaction sees exactly its predecessors, as the offline
-    store does at t − 1 µs). When the shift is more than zero days, the event logs are first set to the world as it
-    stood at the period's start, moved forward (``_rewind``, written straight to Redis): the windows of the period's
-    first transactions are the original ones too, and no later event shows up in a shifted window. Needs the
-    service, `mlplatform stream run`, and the admin key (``serving_api_key``) for the events endpoint."""
+    store does at t − 1 µs). The world moves with the period: the event logs are first set to the world as it stood
+    at the period's start, moved forward (``_rewind``, written straight to Redis), and so are the rows of the views
+    served from Feast's stored rows (``monitoring.stored_rows``), which are then written as the clock reaches them:
+    exactly, or like a batch materialization every ``materialize_every``. So the first transactions' windows are
+    the original ones too, and no later event or row shows up early. Needs the service, `mlplatform stream run`,
+    and the admin key (``serving_api_key``) for the events endpoint. With ``serving_stream_features`` off the
+    service reads customer_activity from stored rows only: no event is sent (run no consumer) and those rows are
+    replayed like the other views'."""
     import httpx
 
-    from mlplatform.stores import redis_client, redis_errors
+    from mlplatform.features.fast_materialize import online_client
+    from mlplatform.stores import open_feature_store, redis_client, redis_errors
+    from monitoring.stored_rows import StoredRows
 
     if speed <= 0:
         raise InvalidInputError(f"--speed must be above 0 (got {speed:g})")
-    if not settings.serving_api_key:
+    if materialize_every is not None and materialize_every <= timedelta(0):
+        raise InvalidInputError(f"--materialize-every must be above 0 (got {materialize_every})")
+    streaming = settings.serving_stream_features
+    if streaming and not settings.serving_api_key:
         raise InvalidInputError("the live replay sends events to POST /v1/events, which needs the admin key: set "
                                 "MLPLATFORM_SERVING_API_KEY (the service's key)")
     t0 = time.perf_counter()
-    name, end, tx = period_transactions(settings, period)
+    name, start, end, tx = period_span(settings, period)
     tx = tx.sort_values(["event_timestamp", "transaction_id"]).reset_index(drop=True)
     days = shift_days(end, now or datetime.now(UTC))
     shift = pd.Timedelta(days=days)
+    shift_us = shift.value // 1000
     scored_ids = set(tx["transaction_id"]) if not limit or len(tx) <= limit else set(
         tx["transaction_id"].iloc[np.random.default_rng(seed).choice(len(tx), limit, replace=False)])
     events = _events(tx, shift)
     client = redis_client(settings)
+    store = open_feature_store(settings)
     history = 0
-    if days:
-        with redis_errors(settings.redis_addr, "did not answer", settings.redis_timeout_seconds):
+    with redis_errors(settings.redis_addr, "did not answer", settings.redis_timeout_seconds):
+        if days and streaming:
             history = _rewind(client, settings, pd.Timestamp(tx["event_timestamp"].min()), shift)
+        stored = StoredRows(settings, store, online_client(store), start, end, shift.to_pytimedelta(),
+                            materialize_every)
+        stored.rewind()
     base = url or f"http://{settings.serving_host}:{settings.serving_port}"
-    headers = {"X-API-Key": settings.serving_api_key}
+    headers = {"X-API-Key": settings.serving_api_key or ""}
     sim0, wall0 = events[0].ts_us if events else 0, time.monotonic()
     scored = failed = sent = 0
     waited = 0.0
     try:
         with httpx.Client(base_url=base, timeout=30) as http:
+
+            def score(group: list[Any]) -> None:
+                nonlocal scored, failed
+                if not group:
+                    return
+                response = http.post("/v1/predict/batch", json={"transactions": [
+                    {"customer_id": e.customer_id, "merchant_id": e.merchant_id, "amount": e.amount,
+                     "timestamp": _iso(e.ts_us), "transaction_id": e.transaction_id} for e in group]})
+                if response.status_code == 200:
+                    scored += len(group)
+                else:
+                    failed += len(group)
+
             i = 0
             while i < len(events):
                 due_us = sim0 + int((time.monotonic() - wall0) * speed * 1_000_000)
@@ -245,31 +280,38 @@ def live_replay(settings: Settings, url: str | None = None, period: str | None =
                 while j < len(events) and j - i < 1000 and events[j].ts_us <= due_us:
                     j += 1
                 chunk = events[i:j]
-                answer = http.post("/v1/events", headers=headers, json={"events": [
-                    {"transaction_id": e.transaction_id, "customer_id": e.customer_id, "merchant_id": e.merchant_id,
-                     "amount": e.amount, "timestamp": _iso(e.ts_us)} for e in chunk]})
-                if answer.status_code != 200:
-                    raise MLPlatformError(f"POST /v1/events answered {answer.status_code}: {answer.text[:300]}")
+                if streaming:
+                    answer = http.post("/v1/events", headers=headers, json={"events": [
+                        {"transaction_id": e.transaction_id, "customer_id": e.customer_id,
+                         "merchant_id": e.merchant_id, "amount": e.amount, "timestamp": _iso(e.ts_us)}
+                        for e in chunk]})
+                    if answer.status_code != 200:
+                        raise MLPlatformError(f"POST /v1/events answered {answer.status_code}: {answer.text[:300]}")
+                    with redis_errors(settings.redis_addr, "did not answer", settings.redis_timeout_seconds):
+                        waited += wait_applied(client, settings.events_stream, apply_timeout)
                 sent += len(chunk)
-                with redis_errors(settings.redis_addr, "did not answer", settings.redis_timeout_seconds):
-                    waited += wait_applied(client, settings.events_stream, apply_timeout)
-                bodies = [{"customer_id": e.customer_id, "merchant_id": e.merchant_id, "amount": e.amount,
-                           "timestamp": _iso(e.ts_us), "transaction_id": e.transaction_id}
-                          for e in chunk if int(e.transaction_id) in scored_ids]
-                for k in range(0, len(bodies), settings.serving_max_batch):
-                    part = bodies[k:k + settings.serving_max_batch]
-                    response = http.post("/v1/predict/batch", json={"transactions": part})
-                    if response.status_code == 200:
-                        scored += len(part)
-                    else:
-                        failed += len(part)
+                group: list[Any] = []  # scored together: no stored row is due between them
+                for e in chunk:
+                    if int(e.transaction_id) not in scored_ids:
+                        continue
+                    original_us = e.ts_us - shift_us
+                    if stored.pending(original_us) or len(group) >= settings.serving_max_batch:
+                        score(group)
+                        group = []
+                        with redis_errors(settings.redis_addr, "did not answer", settings.redis_timeout_seconds):
+                            stored.advance(original_us)
+                    group.append(e)
+                score(group)
                 i = j
                 if on_progress:
                     on_progress(sent, len(events))
+        with redis_errors(settings.redis_addr, "did not answer", settings.redis_timeout_seconds):
+            stored.advance(int(pd.Timestamp(end).value // 1000))  # the world at the period's end
     except httpx.HTTPError as exc:
         raise MLPlatformError(
             f"the service at {base} did not answer ({type(exc).__name__}); start it with `mlplatform serve`"
         ) from exc
     finally:
         client.close()
-    return LiveReplayResult(name, sent, scored, failed, history, days, speed, time.perf_counter() - t0, waited)
+    return LiveReplayResult(name, sent, scored, failed, history, days, speed, time.perf_counter() - t0, waited,
+                            stored.written)

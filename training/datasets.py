@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mlplatform.data.generator import history_end
 from mlplatform.errors import DataNotFoundError, InvalidInputError
 from mlplatform.features.service import feature_signature, transaction_entity_rows
 from mlplatform.lineage import HASH_SCHEME
@@ -148,6 +149,9 @@ def build_training_set(settings: Settings, as_of: datetime | None = None, store=
         )
     transactions = read_transactions(settings.layout.raw_dir)
     labels = read_labels(settings.layout.raw_dir)
+    since = history_end(settings.data_path)  # a generated world's history fills windows, it is never trained on
+    if since is not None:
+        transactions = transactions[transactions["event_timestamp"] >= pd.Timestamp(since)]
     rows = labeled_entity_rows(transactions, labels, as_of_ts)
     if rows.empty:
         first = labels["label_timestamp"].min()
@@ -176,6 +180,7 @@ def build_training_set(settings: Settings, as_of: datetime | None = None, store=
     lineage = {
         "fingerprint": fingerprint,
         "as_of": as_of_ts.isoformat(),
+        "since": since.isoformat() if since is not None else None,
         "feature_service": service_name,
         "feature_names": names,
         "feature_types": types,

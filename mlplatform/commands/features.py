@@ -37,6 +37,9 @@ def data_generate(
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives byte-identical files.")] = 7,
     drift: Annotated[bool, typer.Option("--drift", help="Also write the later, drifted period.")] = False,
     drift_days: Annotated[int, typer.Option(help="Length of the drifted period in days.")] = 14,
+    history_days: Annotated[int | None, typer.Option(
+        help="Days of history before the start: transactions and labels that fill every window on day 0, never "
+             "training rows. Default: 37 (30-day label windows plus the labels' delay).")] = None,
     start: Annotated[
         str | None,
         typer.Option(help="Start of the base period, ISO-8601 or relative (e.g. today-42d). Default: the folder's "
@@ -47,7 +50,8 @@ def data_generate(
     from mlplatform.data.generator import WorldSpec, generate, read_manifest
 
     settings = get_settings()
-    spec = WorldSpec(customers=customers, days=days, seed=seed, drift_days=drift_days, start=parse_time(start))
+    spec = WorldSpec(customers=customers, days=days, seed=seed, drift_days=drift_days, start=parse_time(start),
+                     **({} if history_days is None else {"history_days": history_days}))
     t0 = time.perf_counter()
     written = generate(spec, settings.data_path, drift=drift)
     table = Table("file", "status", title=f"raw data in {settings.data_path}")

@@ -3,7 +3,8 @@
 Raw data is laid out in immutable parts, one per period, so new data arrives as new files::
 
     raw/customers.parquet  raw/merchants.parquet
-    raw/transactions/<YYYYmmdd>-<YYYYmmdd>.parquet   one row per card transaction
+    raw/transactions/<YYYYmmdd>-<YYYYmmdd>.parquet   one row per card transaction (the first part: the history
+                                                     before the world's start, see HISTORY_DAYS)
     raw/labels/<YYYYmmdd>-<YYYYmmdd>.parquet         labels that *arrived* in that period (late: days after)
     oracle/<YYYYmmdd>-<YYYYmmdd>.parquet             true fraud probability per transaction (never a feature)
     raw/manifest.json                                what was generated, with which seed
@@ -43,6 +44,13 @@ from mlplatform.files import write_atomic
 from mlplatform.timeutil import now_utc, start_of_day
 
 SECONDS_PER_DAY = 86_400
+# A world does not begin empty: its customers were shopping, and their frauds being reported, before its start.
+# The history (``WorldSpec.history_days`` before the start, default HISTORY_DAYS) fills every window before the
+# first day: 7 days of transactions for the customers' windows, 30 days of arrived labels (+ their usual delay) for
+# the merchants'. So features are as full on day 0 as on day 28: no warm-up rows, no false skew between two
+# undrifted samples. The history is data (raw transactions and labels, features built from them), never training
+# rows: training sets start at the world's start (``history_end``).
+HISTORY_DAYS = 37
 # Daily activity follows people: fewer transactions at night (UTC), more in the day and evening.
 HOUR_WEIGHTS = np.array(
     [1, 0.6, 0.4, 0.3, 0.3, 0.5, 1, 2, 3, 3.5, 4, 4, 4.5, 4.5, 4, 4, 4, 4.5, 5, 5, 4.5, 3.5, 2.5, 1.5]
@@ -61,6 +69,7 @@ class WorldSpec:
     seed: int = 7
     start: datetime | None = None
     drift_days: int = 14
+    history_days: int = HISTORY_DAYS
 
     def validate(self) -> None:
         """Refuse sizes the generator cannot honour, naming the option."""
@@ -70,6 +79,8 @@ class WorldSpec:
             raise InvalidInputError(f"--days must be at least 1 (got {self.days})")
         if self.drift_days < 1:
             raise InvalidInputError(f"--drift-days must be at least 1 (got {self.drift_days})")
+        if self.history_days < 1:
+            raise InvalidInputError(f"--history-days must be at least 1 (got {self.history_days})")
 
     @property
     def merchants(self) -> int:
@@ -128,6 +139,11 @@ def periods(spec: WorldSpec) -> list[Period]:
     ]
 
 
+def history_period(spec: WorldSpec) -> Period:
+    """The history before the world's start: ``history_days`` of the base period's kind of activity."""
+    return Period(spec.begin - timedelta(days=spec.history_days), spec.begin, -1, False)
+
+
 def make_customers(spec: WorldSpec) -> pd.DataFrame:
     """Customers with a home country, a typical amount and an activity rate (the last two are latent)."""
     rng = np.random.default_rng([spec.seed, 1])
@@ -139,7 +155,7 @@ def make_customers(spec: WorldSpec) -> pd.DataFrame:
             "home_country": rng.choice(world.COUNTRIES, size=n, p=world.COUNTRY_WEIGHTS),
             "typical_amount": np.round(np.exp(rng.normal(3.3, 0.6, size=n)), 2),
             "txn_per_day": np.round(rng.gamma(2.0, 1.5, size=n) + 0.2, 3),
-            "event_timestamp": _ts(spec.begin) - pd.to_timedelta(signup_days, unit="D"),
+            "event_timestamp": _ts(history_period(spec).start) - pd.to_timedelta(signup_days, unit="D"),
         }
     )
 
@@ -157,7 +173,7 @@ def make_merchants(spec: WorldSpec) -> pd.DataFrame:
             "category": world.CATEGORIES[cat_idx],
             "country": rng.choice(world.COUNTRIES, size=n, p=world.COUNTRY_WEIGHTS),
             "risk": np.round(risk, 4),
-            "event_timestamp": _ts(spec.begin) - pd.to_timedelta(onboard_days, unit="D"),
+            "event_timestamp": _ts(history_period(spec).start) - pd.to_timedelta(onboard_days, unit="D"),
         }
     )
 
@@ -271,13 +287,14 @@ class GeneratedPeriod:
 
 
 def simulate(spec: WorldSpec, upto: int) -> tuple[pd.DataFrame, pd.DataFrame, list[GeneratedPeriod]]:
-    """Simulate periods 0..upto; returns customers, merchants and each period's tables."""
+    """Simulate the history and periods 0..upto; returns customers, merchants and each one's tables (the history
+    first)."""
     spec.validate()
     if spec.start is None:  # fix "today" once, so every table agrees even across midnight
         spec = replace(spec, start=spec.begin)
     customers = make_customers(spec)
     merchants = make_merchants(spec)
-    parts = periods(spec)[: upto + 1]
+    parts = [history_period(spec), *periods(spec)[: upto + 1]]
     frames = [_period_transactions(spec, p, customers, merchants) for p in parts]
     all_rows = pd.concat(frames, ignore_index=True)
     prob = _apply_fraud_rule(all_rows, customers, merchants)
@@ -387,12 +404,17 @@ def generate(spec: WorldSpec, data_dir: Path, drift: bool = False, now: datetime
             "labels": len(gp.labels),
         }
         for gp in parts
+        if gp.period.index >= 0
     ]
+    history = parts[0]
     # Periods generated earlier and not this time (the drifted one, when the base is generated again) stay listed.
     earlier = (_manifest_or_none(data_dir) or {}).get("periods", [])
     by_name = {p["name"]: p for p in earlier} | {p["name"]: p for p in new_periods}
     manifest = {
         "spec": {**asdict(spec), "start": spec.begin.isoformat()},
+        "history": {"name": history.period.name, "start": history.period.start.isoformat(),
+                    "end": history.period.end.isoformat(), "transactions": len(history.transactions),
+                    "labels": len(history.labels)},
         "periods": sorted(by_name.values(), key=lambda p: p["start"]),
     }
     write_atomic(raw / "manifest.json", json.dumps(manifest, indent=2))
@@ -400,7 +422,7 @@ def generate(spec: WorldSpec, data_dir: Path, drift: bool = False, now: datetime
 
 
 SPEC_OPTIONS = {"customers": "--customers", "days": "--days", "seed": "--seed", "start": "--start",
-                "drift_days": "--drift-days"}
+                "drift_days": "--drift-days", "history_days": "--history-days"}
 
 
 def _check_same_world(spec: WorldSpec, data_dir: Path) -> None:
@@ -452,3 +474,11 @@ def read_manifest(data_dir: Path) -> dict:
 
         raise DataNotFoundError(f"No raw data in {data_dir}: run `mlplatform data generate` first.")
     return json.loads(path.read_text())
+
+
+def history_end(data_dir: Path) -> datetime | None:
+    """Where a generated world's history ends (its start): training rows begin there. None for raw data without a
+    manifest or with no history (generated before there was one)."""
+    manifest = _manifest_or_none(data_dir)
+    history = (manifest or {}).get("history")
+    return datetime.fromisoformat(history["end"]).astimezone(UTC) if history else None

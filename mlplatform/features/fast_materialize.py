@@ -343,8 +343,10 @@ def _duckdb() -> duckdb.DuckDBPyConnection:
     return duckdb.connect()
 
 
-def latest_rows(view: Any, path: Path, start: datetime, end: datetime) -> pa.Table:
-    """The latest row per entity with start <= event time <= end (ties: latest created time), Feast's rule.
+def latest_rows(view: Any, path: Path, start: datetime, end: datetime, every: bool = False) -> pa.Table:
+    """The latest row per entity with start <= event time <= end (ties: latest created time), Feast's rule; with
+    ``every``, all rows of the interval in the order writing them one by one leaves that latest row in Redis
+    (event time, then created time, ascending).
 
     Like Feast, the interval is tested on the event time cast to microseconds (DuckDB rounds nanoseconds) while
     ``__ts_us``, the time written to Redis, drops sub-microsecond digits (as pandas' ``to_pydatetime`` does).
@@ -356,6 +358,8 @@ def latest_rows(view: Any, path: Path, start: datetime, end: datetime) -> pa.Tab
     order = f"{ts} DESC NULLS LAST"
     if source.created_timestamp_column:
         order += f", {q(source.created_timestamp_column)} DESC NULLS LAST"
+    pick = (f"ORDER BY {order.replace(' DESC NULLS LAST', ' ASC NULLS FIRST')}" if every else
+            f"QUALIFY row_number() OVER (PARTITION BY {', '.join(q(k) for k in keys)} ORDER BY {order}) = 1")
     naive = {"start": start.astimezone(UTC).replace(tzinfo=None), "end": end.astimezone(UTC).replace(tzinfo=None)}
     with _duckdb().cursor() as con:
         con.execute("SET TimeZone = 'UTC'")
@@ -367,7 +371,7 @@ def latest_rows(view: Any, path: Path, start: datetime, end: datetime) -> pa.Tab
             SELECT {", ".join(q(k) for k in keys)}, {micros} AS __ts_us, {", ".join(q(f.name) for f in view.features)}
             FROM read_parquet($path)
             WHERE CAST({ts} AS TIMESTAMP) >= $start AND CAST({ts} AS TIMESTAMP) <= $end
-            QUALIFY row_number() OVER (PARTITION BY {", ".join(q(k) for k in keys)} ORDER BY {order}) = 1
+            {pick}
         """
         table = con.sql(sql, params={"path": str(path), **naive}).to_arrow_table()
     for k in keys:
@@ -492,6 +496,50 @@ def write_rows(
     return written, skipped
 
 
+def view_source_path(store: Any, view: Any) -> Path:
+    """The Parquet file (or glob) behind a batch feature view."""
+    return _source_path(store, view.batch_source)
+
+
+def write_table(store: Any, view: Any, table: pa.Table, client: Any, *, dedup: bool = True,
+                batch: int = DEFAULT_BATCH) -> tuple[int, int]:
+    """Write a table of ``view``'s rows (join keys, ``__ts_us``, the view's features; as :func:`latest_rows` gives
+    them) to Redis exactly as Feast's online store would, in the table's order; returns (written, skipped as
+    older: only with ``dedup``)."""
+    if not table.num_rows:
+        return 0, 0
+    types = {c.name: _value_type(c.dtype) for c in view.entity_columns}
+    key_args = encode_entity_keys({k: table.column(k) for k in types}, types, store.project, resp=True)
+    micros = table.column("__ts_us").to_numpy()
+    seconds, nanos = split_timestamps(micros)
+    ts_field = timestamp_field(view.name).encode()
+    ts_args = encode_timestamps(micros, resp_prefix=resp_arg(ts_field))
+    value_args = [
+        ENCODERS[_value_type(f.dtype)](table.column(f.name), resp_prefix=resp_arg(feature_field(view.name, f.name)))
+        for f in view.features
+    ]
+    return write_rows(client, key_args, ts_args, (seconds * 1_000_000_000 + nanos).tolist(), value_args, ts_field,
+                      dedup=dedup, ttl_seconds=store.config.online_store.key_ttl_seconds, batch=batch)
+
+
+def drop_view_rows(store: Any, view: Any, keys: pa.Table, client: Any) -> int:
+    """Remove ``view``'s fields (its ``_ts`` and features) from the Redis hashes of the entities in ``keys`` (join
+    key columns), as if the view had never been materialized for them; returns the fields removed."""
+    if not keys.num_rows:
+        return 0
+    types = {c.name: _value_type(c.dtype) for c in view.entity_columns}
+    names = [timestamp_field(view.name)] + [feature_field(view.name, f.name) for f in view.features]
+    with client.pipeline(transaction=False) as pipe:
+        for key in encode_entity_keys({k: keys.column(k) for k in types}, types, store.project):
+            pipe.hdel(key, *names)
+        return sum(pipe.execute())
+
+
+def online_client(store: Any) -> Any:
+    """A bounded redis-py client on the feature store's online Redis (see :func:`_client`)."""
+    return _client(store.config.online_store)
+
+
 def _client(online: Any) -> Any:
     """A bounded redis-py client for Feast's Redis connection string (same parsing as Feast's Redis store): its
     timeouts come from the string (feature_store.yaml sets them; else the ``redis_timeout_seconds`` default), no
@@ -523,23 +571,8 @@ def materialize_view(
     if not path.exists() and not any(ch in str(path) for ch in "*?["):
         raise DataNotFoundError(f"{path} (source of {view.name!r}) does not exist: run `mlplatform features build`.")
     table = latest_rows(view, path, start, end)
-    written = skipped = 0
-    if table.num_rows:
-        types = {c.name: _value_type(c.dtype) for c in view.entity_columns}
-        key_args = encode_entity_keys({k: table.column(k) for k in types}, types, store.project, resp=True)
-        micros = table.column("__ts_us").to_numpy()
-        seconds, nanos = split_timestamps(micros)
-        ts_field = timestamp_field(view.name).encode()
-        ts_args = encode_timestamps(micros, resp_prefix=resp_arg(ts_field))
-        value_args = [
-            ENCODERS[_value_type(f.dtype)](table.column(f.name), resp_prefix=resp_arg(feature_field(view.name, f.name)))
-            for f in view.features
-        ]
-        online = store.config.online_store
-        written, skipped = write_rows(
-            _client(online), key_args, ts_args, (seconds * 1_000_000_000 + nanos).tolist(), value_args, ts_field,
-            dedup=not online.skip_dedup, ttl_seconds=online.key_ttl_seconds, batch=batch,
-        )
+    online = store.config.online_store
+    written, skipped = write_table(store, view, table, _client(online), dedup=not online.skip_dedup, batch=batch)
     if on_written is not None:
         on_written()
     store.registry.apply_materialization(view, store.project, start, end, commit=True)

@@ -92,7 +92,8 @@ def test_drift_shifts_the_documented_signals_only(world_dir):
     tx = tx.merge(customers[["customer_id", "home_country"]], on="customer_id").merge(
         merchants[["merchant_id", "country"]], on="merchant_id")
     cut = SMALL_WORLD.start + pd.Timedelta(days=SMALL_WORLD.days)
-    before, after = tx[tx["event_timestamp"] < cut], tx[tx["event_timestamp"] >= cut]
+    base = (tx["event_timestamp"] >= SMALL_WORLD.start) & (tx["event_timestamp"] < cut)  # not the history
+    before, after = tx[base], tx[tx["event_timestamp"] >= cut]
     ratio = after["amount"].median() / before["amount"].median()
     assert 1.4 < ratio < 2.3  # DRIFT_AMOUNT_SCALE = 1.8
     foreign_before = (before["home_country"] != before["country"]).mean()
@@ -102,6 +103,29 @@ def test_drift_shifts_the_documented_signals_only(world_dir):
     rate_before = len(before) / SMALL_WORLD.days
     rate_after = len(after) / SMALL_WORLD.drift_days
     assert 0.85 < rate_after / rate_before < 1.15
+
+
+def test_an_unlabeled_history_fills_the_seven_day_windows_from_the_first_day(world_dir):
+    """The world does not begin empty: ``history_days`` of transactions (and their labels) before its start, so a
+    base-period transaction's 7-day window holds as many earlier transactions in the first week as later (brute
+    force over the raw files)."""
+    tx = pd.read_parquet(world_dir / "raw" / "transactions").sort_values("event_timestamp", ignore_index=True)
+    tx["event_timestamp"] = tx["event_timestamp"].dt.as_unit("ns")
+    labels = pd.read_parquet(world_dir / "raw" / "labels")
+    start = pd.Timestamp(SMALL_WORLD.start)
+    history = tx[tx["event_timestamp"] < start]
+    days = pd.Timedelta(days=SMALL_WORLD.history_days)
+    assert start - days <= history["event_timestamp"].min() < start - days + pd.Timedelta(hours=4)
+    assert history["transaction_id"].isin(labels["transaction_id"]).mean() > 0.95  # labeled, like any transaction
+    base = tx[(tx["event_timestamp"] >= start) & (tx["event_timestamp"] < start + pd.Timedelta(days=SMALL_WORLD.days))]
+    week = pd.Timedelta(days=7)
+    ns = tx["event_timestamp"].astype("int64")
+    times = {c: ns[g.index].to_numpy() for c, g in tx.groupby("customer_id")}
+    counts = [int(((times[c] < t) & (times[c] >= t - week.value)).sum())
+              for c, t in zip(base["customer_id"], base["event_timestamp"].astype("int64"), strict=True)]
+    first_week = base["event_timestamp"].astype("int64").to_numpy() < (start + week).value
+    mean_first, mean_later = np.mean(np.array(counts)[first_week]), np.mean(np.array(counts)[~first_week])
+    assert 0.9 < mean_first / mean_later < 1.1, (mean_first, mean_later)
 
 
 # --- when the world is: a default world ends at the start of today -----------------------------------------------
@@ -167,7 +191,8 @@ def test_another_world_in_the_same_folder_is_refused_by_name(tmp_path):
         with pytest.raises(ConflictError, match=flag) as err:
             generate(replace(SMALL_WORLD, **change), tmp_path, drift=True)
         assert "MLPLATFORM_DATA_DIR" in str(err.value)
-    assert len(_periods(tmp_path)) == 1 and len(list((tmp_path / "raw" / "transactions").iterdir())) == 1
+    # the base period and its history, no drifted part
+    assert len(_periods(tmp_path)) == 1 and len(list((tmp_path / "raw" / "transactions").iterdir())) == 2
 
 
 def test_cli_generate_relative_start_and_the_folder_hint(tmp_path, cli):

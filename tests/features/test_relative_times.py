@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from mlplatform.errors import InvalidInputError
-from mlplatform.timeutil import parse_time
+from mlplatform.timeutil import parse_interval, parse_time
 
 NOW = datetime(2031, 5, 7, 15, 42, 9, 123456, tzinfo=UTC)
 MIDNIGHT = datetime(2031, 5, 7, tzinfo=UTC)
@@ -65,3 +65,15 @@ def test_cli_options_take_relative_times(tmp_path, cli):
     assert later.exit_code == 0 and later.output.strip() == ""
     bad = cli(settings, ["audit", "--since", "now-1y"])
     assert bad.exit_code == 2 and "now-1y" in bad.output
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("1h", 3600), ("15m", 900), ("1d12h", 129_600), ("90s", 90),
+                                               ("0.5h", 1800), (" 2 D ", 172_800)])
+def test_lengths_of_time(text, seconds):
+    assert parse_interval(text).total_seconds() == seconds
+
+
+@pytest.mark.parametrize("text", ["", "h", "1", "0h", "1h x", "-1h", "1y", "now"])
+def test_what_is_no_length_of_time_is_refused_by_name(text):
+    with pytest.raises(InvalidInputError, match="length of time"):
+        parse_interval(text)

@@ -9,22 +9,21 @@ from __future__ import annotations
 import shutil
 from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from monitoring.consistency import (
-    ACTIVITY,
     NOT_WHOLE_DAYS,
-    SERVED,
     ConsistencyResult,
     after_end_reason,
-    feature_plan,
     from_event_logs,
     offline_end,
     recompute_times,
     served_times_us,
+    view_as_of,
     view_sources,
 )
 from monitoring.logs import LogWindow
@@ -56,23 +55,24 @@ def test_replays_are_placed_at_their_original_time_and_rows_after_the_end_skippe
     raw = _raw_dir(tmp_path)
     three_days = 3 * DAY_US
     rows = [
-        ("101", RAW["101"] + three_days, "logs"),  # a replay, whole days: event-log features at the original time
-        ("102", RAW["102"] + three_days + 5 * US, "logs"),  # not whole days: cannot be placed
-        ("103", RAW["103"] + three_days, "rows"),  # from stored rows: the served time, even after the end
+        ("101", RAW["101"] + three_days, "logs"),  # a replay, whole days: every feature at the original time
+        ("102", RAW["102"] + three_days + 5 * US, "logs"),  # event-log features moved by no whole days: not placed
+        ("103", RAW["103"] + three_days, "rows"),  # a replay from stored rows: the original time too
         ("999", END_US + DAY_US, "logs"),  # not a raw transaction, from the logs after the end: not judged yet
         ("101", RAW["101"], "logs"),  # at its own raw time: no replay
         (None, END_US, "logs"),  # t - 1 µs is the tables' last instant: judged
         ("abc", END_US + 1, "logs"),  # t - 1 µs is the end itself: not in the tables
-        ("104", END_US + DAY_US, None),  # an older log (no source): stored rows
+        ("104", END_US + DAY_US, None),  # an older log (no source): stored rows, at the served time
+        ("102", RAW["102"] + three_days + 5 * US, "rows"),  # stored rows, no whole days: no replay, served time
     ]
     timing = recompute_times(_served(rows), raw, END)
     served = [r[1] for r in rows]
     assert timing.served_us.tolist() == served
-    assert timing.from_logs.tolist() == [True, True, False, True, True, True, True, False]
-    assert timing.replayed.tolist() == [True, False, False, False, False, False, False, False]
-    assert timing.activity_us.tolist() == [RAW["101"], *served[1:]]
+    assert timing.from_logs.tolist() == [True, True, False, True, True, True, True, False, False]
+    assert timing.replayed.tolist() == [True, False, True, False, False, False, False, False, False]
+    assert timing.at_us.tolist() == [RAW["101"], served[1], RAW["103"], *served[3:]]
     after = after_end_reason(END)
-    assert timing.skip == [None, NOT_WHOLE_DAYS, None, after, None, None, after, None]
+    assert timing.skip == [None, NOT_WHOLE_DAYS, None, after, None, None, after, None, None]
 
 
 def test_replays_after_the_end_of_the_tables_wait_for_them(tmp_path):
@@ -85,7 +85,7 @@ def test_replays_after_the_end_of_the_tables_wait_for_them(tmp_path):
 
 def test_without_raw_transactions_nothing_is_a_replay(tmp_path):
     timing = recompute_times(_served([("101", RAW["101"] + DAY_US, "logs")]), tmp_path / "nowhere", END)
-    assert timing.replayed.tolist() == [False] and timing.activity_us.tolist() == [RAW["101"] + DAY_US]
+    assert timing.replayed.tolist() == [False] and timing.at_us.tolist() == [RAW["101"] + DAY_US]
 
 
 def test_exact_times_are_used_only_where_they_lie_in_the_logged_second():
@@ -116,15 +116,13 @@ def test_logs_written_before_the_new_columns_read_as_stored_rows_in_whole_second
     assert served_times_us(frame).tolist() == [1_790_000_000 * US, 1_790_000_000 * US + 9]
 
 
-def test_the_plan_follows_the_feature_definitions(store):
-    plan = feature_plan(store, "fraud_model_v1")
-    # feature_repo: customer_activity's features in the service, and transaction_context (which reads it)
-    activity = {"txn_count_1h", "txn_count_24h", "txn_count_7d", "amount_sum_24h", "amount_mean_24h",
-                "amount_sum_7d", "amount_mean_7d", "distinct_merchants_24h"}
-    context = {"log_amount", "amount_vs_mean_7d", "hour_of_day", "is_night", "is_foreign", "seconds_since_last_txn"}
-    assert plan.activity_features == activity | context
-    assert plan.view_times == {"customer_activity": {ACTIVITY}, "merchant_risk": {SERVED},
-                               "customer_profile": {ACTIVITY}, "merchant_profile": {ACTIVITY}}
+def test_replays_and_event_log_activity_need_no_back_dating_check():
+    rows = pd.DataFrame({"event_timestamp": pd.to_datetime([1, 2, 3], unit="s", utc=True)})
+    from_logs, replayed = np.array([True, False, False]), np.array([False, True, False])
+    as_of = view_as_of(["customer_activity", "merchant_risk"], rows, from_logs, replayed)
+    assert as_of["customer_activity"].isna().tolist() == [True, True, False]
+    assert as_of["merchant_risk"].isna().tolist() == [False, True, False]
+    assert as_of["merchant_risk"].iloc[2] == rows["event_timestamp"].iloc[2]
 
 
 def test_the_offline_end_is_the_build_watermark_else_just_after_the_newest_row(store, applied_world, tmp_path):

@@ -107,3 +107,25 @@ def test_join_keeps_only_arrived_labels():
     joined = quality.join_labels(served, labels)
     assert joined["transaction_id"].tolist() == ["1", "2"]
     assert joined["is_fraud"].tolist() == [0, 1]
+
+
+def test_a_replayed_rows_label_arrives_on_the_replays_clock():
+    """A transaction of Oct 1 replayed 10 days later (served Oct 11) whose label arrived Oct 4 on the original
+    clock: on the replay's clock it arrives Oct 14, so it joins at Oct 14 and not at Oct 13; a row served at its own
+    time sees its Oct 4 label from Oct 4 on."""
+    happened = pd.Timestamp("2026-10-01 12:00:00", tz="UTC")
+    day = pd.Timedelta(days=1)
+    served = pd.DataFrame({"transaction_id": ["1", "2"], "prediction": [0.3, 0.7],
+                           "transaction_ts": [int((happened + 10 * day).timestamp()), int(happened.timestamp())]})
+    labels = pd.DataFrame({"transaction_id": [1, 2], "is_fraud": [1, 0],
+                           "transaction_timestamp": [happened, happened],
+                           "label_timestamp": [happened + 3 * day, happened + 3 * day]})
+
+    def joined_at(when):
+        return quality.join_labels(served, labels, when.to_pydatetime())["transaction_id"].tolist()
+
+    assert joined_at(happened + 3 * day - pd.Timedelta(seconds=1)) == []
+    assert joined_at(happened + 3 * day) == ["2"]
+    assert joined_at(happened + 13 * day - pd.Timedelta(seconds=1)) == ["2"]
+    assert joined_at(happened + 13 * day) == ["1", "2"]
+    assert quality.join_labels(served, labels)["transaction_id"].tolist() == ["1", "2"]  # no clock: all arrived

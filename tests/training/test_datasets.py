@@ -12,7 +12,7 @@ import pytest
 from mlplatform.errors import InvalidInputError
 from mlplatform.features.pipelines import raw_watermark
 from mlplatform.settings import PROJECT_ROOT
-from tests.conftest import make_settings
+from tests.conftest import SMALL_WORLD, make_settings
 from tests.oracles import assert_frames_match, point_in_time, read_raw
 from training.datasets import build_training_set
 
@@ -29,7 +29,10 @@ def test_label_delay_respected_against_pandas_oracle(applied_world, store, tmp_p
     raw = read_raw(applied_world.data_path)
     labels, tx = raw["labels"], raw["transactions"]
     known = labels[labels["label_timestamp"] <= as_of]
-    expected = tx[tx["transaction_id"].isin(known["transaction_id"]) & (tx["event_timestamp"] <= as_of)]
+    start = pd.Timestamp(SMALL_WORLD.start)  # the world's history before it is labeled too, but never trained on
+    assert tx["event_timestamp"].min() < start and known["transaction_timestamp"].min() < start
+    expected = tx[tx["transaction_id"].isin(known["transaction_id"]) & (tx["event_timestamp"] <= as_of)
+                  & (tx["event_timestamp"] >= start)]
     got = ts.frame.set_index("transaction_id").sort_index()
     exp = expected.set_index("transaction_id").sort_index()
     assert list(got.index) == list(exp.index)
@@ -50,6 +53,7 @@ def test_label_delay_respected_against_pandas_oracle(applied_world, store, tmp_p
     assert_frames_match(sample, oracle, FEATURES)
 
     lin = ts.lineage
+    assert lin["since"] == start.isoformat()
     assert lin["rows"] == len(expected) and lin["class_balance"]["positives"] == int(got["is_fraud"].sum())
     assert set(lin["feature_views"]) == {"customer_activity", "merchant_risk", "transaction_context"}
     assert (tmp_path / "ds" / "lineage.json").is_file() and (tmp_path / "ds" / "training_set.parquet").is_file()
