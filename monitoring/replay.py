@@ -1,10 +1,12 @@
 """Replay a period of raw transactions through the running service (the demo's "a drifted period goes live").
 
 Timestamps are moved forward by whole days so that the period ends at (or just before) now: hour of day and the
-spacing of transactions are kept, and the requests are live in the sense the consistency check needs (stamped
-after the data the online store was materialized from, as long as the gap since the data's end is at least the
-period's length; requests that still fall inside the data are reported by the check as back-dated and skipped).
-Transaction ids are kept, so late labels join the logged predictions.
+spacing of transactions are kept. Transaction ids are kept, so late labels join the logged predictions (on the
+replay's clock: ``monitoring.quality.join_labels``) and the consistency check knows each row's original time.
+
+``live_replay`` (``monitor replay --live``) moves the world with the period: the customers' event logs and the
+stored views' rows (``monitoring.stored_rows``), every transaction through the events path and each sampled one
+scored at its own time. ``replay`` (``--end-state``) is a load replay against the online store as it stands.
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ class LiveReplayResult:
     """What a live replay played: events through the stream, predictions scored at their own (shifted) time."""
 
     period: str
-    events: int  # the period's transactions sent to POST /v1/events
+    events: int  # the period's transactions played (sent to POST /v1/events when the stream features are on)
     scored: int  # of them, scored by POST /v1/predict/batch (the sample)
     failed: int  # predictions answered with an error
     history: int  # earlier transactions moved forward with the period (each customer's last 37 days)
@@ -162,35 +164,40 @@ def wait_applied(client: Any, stream: str, timeout: float) -> float:
 
 def _history(settings: Settings, start: pd.Timestamp) -> tuple[pd.DataFrame, list[int]]:
     """The raw transactions of the 37 days before ``start`` (what the windows of the period's first events see),
-    and the customers with transactions at or after ``start`` (the period's and any later ones)."""
+    and the customers with transactions from 37 days before ``start`` on (whose logs the replay rewrites)."""
     import duckdb
 
     from mlplatform.contracts.activity_log import RETENTION
 
     glob = str(settings.layout.raw_dir / "transactions" / "*.parquet")
+    since = (start - RETENTION).to_pydatetime()
     with duckdb.connect() as con:
         before = con.execute(
             "SELECT transaction_id, customer_id, merchant_id, amount, event_timestamp FROM read_parquet($g) "
             "WHERE event_timestamp >= $a AND event_timestamp < $b ORDER BY event_timestamp",
-            {"g": glob, "a": (start - RETENTION).to_pydatetime(), "b": start.to_pydatetime()}).fetchdf()
-        later = con.execute("SELECT DISTINCT customer_id FROM read_parquet($g) WHERE event_timestamp >= $b",
-                            {"g": glob, "b": start.to_pydatetime()}).fetchall()
+            {"g": glob, "a": since, "b": start.to_pydatetime()}).fetchdf()
+        later = con.execute("SELECT DISTINCT customer_id FROM read_parquet($g) WHERE event_timestamp >= $a",
+                            {"g": glob, "a": since}).fetchall()
     return before, [int(c) for (c,) in later]
 
 
 def _rewind(client: Any, settings: Settings, start: pd.Timestamp, shift: pd.Timedelta) -> int:
-    """Set the customers' event logs to the world as it stood at ``start``, moved forward by ``shift``: events from
-    ``start`` on (the period's and later ones, at their original times or from an earlier replay) are removed, the
-    37 days before it moved forward. The replay then adds the period's events at their shifted times."""
-    from mlplatform.contracts.activity_log import apply_events, log_key
+    """Set the customers' event logs to the world as it stood at ``start``, moved forward by ``shift``: their events
+    from 37 days before ``start`` on (at their original times, or from an earlier replay) are removed, those of the
+    37 days before ``start`` written again moved forward, and the logs' coverage says they are complete from there
+    (moved), so the service reads every replayed transaction's windows from them. The replay then adds the period's
+    events at their shifted times. Events older than that stay where they are: no window of the moved period
+    reaches back to them (a window is at most 7 days long and the shift at least a day), and a customer without
+    newer ones keeps its latest event, so its age past the TTL reads as it did."""
+    from mlplatform.contracts.activity_log import COVERAGE_KEY, RETENTION, apply_events, coverage_fields, log_key
     from mlplatform.features.repo import feast_project
 
     before, later = _history(settings, start)
     project = feast_project(settings.feature_repo)
-    start_us = start.value // 1000
+    since_us = (start - RETENTION).value // 1000
     with client.pipeline(transaction=False) as pipe:
         for c in later:
-            pipe.zremrangebyscore(log_key(project, c), start_us, "+inf")
+            pipe.zremrangebyscore(log_key(project, c), since_us, "+inf")
         pipe.execute()
     past = _events(before, shift)
     moved = 0
@@ -198,6 +205,10 @@ def _rewind(client: Any, settings: Settings, start: pd.Timestamp, shift: pd.Time
         with client.pipeline(transaction=False) as pipe:
             moved += apply_events(pipe, project, past[i:i + 20_000])
             pipe.execute()
+    from_field = coverage_fields(project)[0]
+    complete_from = client.hget(COVERAGE_KEY, from_field)
+    if complete_from is not None and int(complete_from) > 0:  # 0: complete from the beginning of the data
+        client.hset(COVERAGE_KEY, from_field, since_us + shift.value // 1000)
     return moved
 
 

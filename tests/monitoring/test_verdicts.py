@@ -118,7 +118,7 @@ def test_quality_without_labels_explains_why(drift_world, tmp_path, cli):
     (settings.data_path / "raw").symlink_to(drift_world.settings.layout.raw_dir)  # labels live with the raw data
     labels = _raw_labels(drift_world)
 
-    before = pd.Timestamp(DRIFT_WORLD.start)  # before any label arrived
+    before = pd.Timestamp(DRIFT_WORLD.start) - pd.Timedelta(days=DRIFT_WORLD.history_days)  # before any label
     assert (labels["label_timestamp"] <= before).sum() == 0
     out = cli(settings, ["monitor", "quality", "--as-of", before.isoformat()])
     assert out.exit_code == 0, out.output

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from mlplatform.contracts.activity_log import COVERAGE_KEY, coverage_fields
 from mlplatform.contracts.feature_log import read_feature_logs
 from mlplatform.data.generator import read_manifest
 from mlplatform.features.activity import FEATURES
+from mlplatform.features.repo import feast_project
+from mlplatform.stores import redis_client
 from monitoring.replay import live_replay
 from serving.app import create_app
 from tests.conftest import process_environ
@@ -31,27 +34,34 @@ SERVED = [f for f in FEATURES if f != "last_txn_epoch"]  # the feature service's
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("days", [None, 3])  # to end now (weeks), or 3 days forward: windows overlap the original
 def test_every_live_replayed_row_equals_the_offline_store_at_its_original_time(serving_settings, online_world,
-                                                                              trained_models):
+                                                                              trained_models, days):
     settings = serving_settings(serving_stream_features=True, serving_api_key="replay-key")
     set_aliases(settings, golden=trained_models.versions[0])
     world = online_world.model_copy(update={"serving_api_key": "replay-key"})
+    base = read_manifest(world.data_path)["periods"][0]  # the undrifted period
+    if days is not None:  # as when the raw data began long before the logs' backfill: complete only from day 2
+        client = redis_client(world)
+        client.hset(COVERAGE_KEY, coverage_fields(feast_project(world.feature_repo))[0],
+                    (pd.Timestamp(base["start"]) + pd.Timedelta(days=2)).value // 1000)
     consumer = subprocess.Popen([MLPLATFORM, "stream", "run", "--consumer", "replay-test", "--quiet"],
                                 env=process_environ(world), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         with LiveServer(create_app(settings)) as server:
-            base = read_manifest(world.data_path)["periods"][0]["name"]  # the undrifted period
-            result = live_replay(world, url=server.url, period=base, limit=600, speed=1e9)
+            now = None if days is None else datetime.fromisoformat(base["end"]) + timedelta(days=days, hours=1)
+            result = live_replay(world, url=server.url, period=base["name"], limit=600, speed=1e9, now=now)
             server.stop()  # flushes the feature log
     finally:
         consumer.terminate()
         out = consumer.communicate(timeout=30)[0]
     assert consumer.returncode == 0, out
-    assert result.failed == 0 and result.scored == 600 and result.shift_days > 0, result
+    assert result.failed == 0 and result.scored == 600 and result.shift_days == (days or result.shift_days) > 0, result
 
     logs = read_feature_logs(settings.layout.feature_logs_dir)
     served = logs[logs["served"]].reset_index(drop=True)
     assert len(served) == 600
+    assert (served["activity_source"] == "logs").all()  # the moved logs cover every replayed transaction
     raw = read_raw(world.data_path)
     original = raw["transactions"].assign(transaction_id=lambda d: d["transaction_id"].astype(str)).set_index(
         "transaction_id").loc[served["transaction_id"].astype(str)]
