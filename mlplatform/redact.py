@@ -9,6 +9,7 @@ What stays: scheme, host, port, database, and the last 4 characters of a webhook
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -81,7 +82,7 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
 
 def settings_secrets(settings: Any) -> list[str]:
     """The secret strings in ``settings``: the Redis password, the admin API key, webhook URLs (whole, and their
-    credentials and paths)."""
+    credentials and paths), the passwords of the registries' database URLs."""
     secrets = [settings.serving_api_key or ""]
     try:
         secrets.append(RedisAddress.parse(settings.redis_addr).password or "")
@@ -89,6 +90,9 @@ def settings_secrets(settings: Any) -> list[str]:
         secrets.append(settings.redis_addr)
     for url in settings.webhooks:
         secrets.extend(_url_secrets(url))
+    for url in (getattr(settings, "feast_registry_url", None), getattr(settings, "models_backend_url", None)):
+        with contextlib.suppress(ValueError):  # database URLs: their password (the user name is no secret)
+            secrets.append(urlsplit(url).password or "" if url else "")
     return [s for s in secrets if s]
 
 

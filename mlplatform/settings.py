@@ -6,8 +6,9 @@ import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mlplatform.layout import DataLayout
@@ -50,6 +51,19 @@ class Settings(BaseSettings):
         description="Redis online store as Feast's connection string: host:port[,password=...][,db=N].",
     )
     registry: Path | None = Field(None, description="Feast registry file; default <data_dir>/registry.db.")
+    feast_registry_url: str | None = Field(
+        None, repr=False,  # may carry a password: never in a repr or a log line
+        description="Feast's SQL registry on PostgreSQL, as a SQLAlchemy URL (postgresql+psycopg://user:pass@host:5432/"
+        "db; postgresql:// is read as psycopg 3): set, feature_repo/feature_store.cluster.yaml is used (registry_type "
+        "sql; `apply` runs in one transaction, one at a time); unset, the file registry (`registry`). See "
+        "docs/cluster.md.",
+    )
+    models_backend_url: str | None = Field(
+        None, repr=False,  # may carry a password: never in a repr or a log line
+        description="MLflow backend store of the model registry, as a SQLAlchemy URL (postgresql+psycopg://user:pass@"
+        "host:5432/db); artifacts and locks stay under models_dir. Unset: the SQLite file <models_dir>/mlflow.db. See "
+        "docs/cluster.md.",
+    )
     registry_ttl_seconds: int = Field(
         5, description="How long a long-running process trusts its cached Feast registry (Feast's default is 600)."
     )
@@ -90,6 +104,14 @@ class Settings(BaseSettings):
         200, ge=0, description="A retrain request from monitoring (a breach) retrains only once at least this many "
         "labels arrived after the golden's training-set as-of (fewer: the request stays pending, since the same "
         "labels would train the same model); 0: every request retrains."
+    )
+    decision_review_share: float = Field(
+        0.01, gt=0, le=1, description="Review budget: training records, with each model version, the `review` "
+        "threshold: the score its top this share of evaluation (test) transactions reach (0.01: the top 1 %)."
+    )
+    decision_decline_precision: float = Field(
+        0.9, gt=0, le=1, description="Training records the `decline` threshold: the lowest score whose precision on "
+        "the evaluation (test) set reaches this (none, with the reason, when no score does)."
     )
 
     # --- serving ---
@@ -158,6 +180,12 @@ class Settings(BaseSettings):
         "service loses no answered row, a crashed machine at most those of the last few ms."
     )
 
+    serving_log_requests: bool = Field(
+        False, description="Log one line per answered prediction (request_id, transaction_id, model, version, role, "
+        "decision, latency_ms, outcome: ok, fallback or degraded); every request's features are in the feature log "
+        "regardless. Best with MLPLATFORM_LOG_FORMAT=json."
+    )
+
     # --- streaming ---
     events_stream: str = Field(
         "mlplatform:transactions", min_length=1, description="Redis Stream carrying transaction events "
@@ -188,6 +216,11 @@ class Settings(BaseSettings):
     stream_block_ms: int = Field(
         5, ge=1, le=60_000, description="How long `stream run` waits for new events per read (ms): the consumer's "
         "part of an event's time to show in predictions."
+    )
+    scores_stream: str = Field(
+        "mlplatform:scores", min_length=1, description="Redis Stream `mlplatform stream score` publishes its scores "
+        "to: one entry per transaction of the events stream, with the fields of a /v1/predict answer; capped "
+        "(MAXLEN ~ 1,000,000): a reader further behind loses the oldest."
     )
 
     # --- monitoring ---
@@ -234,7 +267,11 @@ class Settings(BaseSettings):
         "recomputation."
     )
 
-    # --- batch scoring, pipelines, audit, notifications ---
+    # --- batch scoring, pipelines, audit, notifications, logs ---
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines of the service and the CLI: text for people, or json (one object per line: ts, "
+        "level, logger, message and the record's fields) for log shippers; secrets redacted either way."
+    )
     actor: str | None = Field(
         None, description="Who the audit log names as actor (a user or a service account); default: the login user."
     )
@@ -255,6 +292,25 @@ class Settings(BaseSettings):
     webhook_retries: int = Field(
         2, ge=0, le=10, description="Retries of a failed webhook POST (then it is logged and dropped)."
     )
+
+    @field_validator("feast_registry_url", "models_backend_url")
+    @classmethod
+    def _psycopg3(cls, url: str | None) -> str | None:
+        """Empty means unset; a bare ``postgresql://`` (or ``postgres://``) URL gets the installed driver, psycopg 3."""
+        if not url or not url.strip():
+            return None
+        url = url.strip()
+        for bare in ("postgresql://", "postgres://"):
+            if url.startswith(bare):
+                return "postgresql+psycopg://" + url[len(bare):]
+        return url
+
+    @property
+    def feature_store_yaml(self) -> Path:
+        """The Feast configuration in use: ``feature_store.cluster.yaml`` (SQL registry) when ``feast_registry_url``
+        is set, else ``feature_store.yaml`` (file registry)."""
+        name = "feature_store.cluster.yaml" if self.feast_registry_url else "feature_store.yaml"
+        return self.feature_repo / name
 
     @property
     def data_path(self) -> Path:
@@ -280,6 +336,7 @@ class Settings(BaseSettings):
             "MLPLATFORM_REGISTRY": str(self.layout.registry_path),
             "MLPLATFORM_REGISTRY_TTL_SECONDS": str(self.registry_ttl_seconds),
             "MLPLATFORM_REDIS_TIMEOUT_SECONDS": str(self.redis_timeout_seconds),
+            "MLPLATFORM_FEAST_REGISTRY_URL": self.feast_registry_url or "",  # "": unset (the file registry)
         }
 
     def export_feast_env(self) -> None:

@@ -74,7 +74,8 @@ class _TypedErrorConnection(redis.connection.Connection):
 
 
 def open_feature_store(settings: Settings, redis_timeout: float | None = None):
-    """A FeatureStore over ``settings.feature_repo`` with its ``${VAR}`` placeholders resolved from settings.
+    """A FeatureStore over ``settings.feature_repo`` with its ``${VAR}`` placeholders resolved from settings; its
+    configuration is ``settings.feature_store_yaml`` (the SQL registry's when ``feast_registry_url`` is set).
 
     Its Redis client times out after ``redis_timeout`` (default ``settings.redis_timeout_seconds``), no retries."""
     from feast import FeatureStore  # heavy import (3-5 s): only where a store is needed
@@ -82,10 +83,10 @@ def open_feature_store(settings: Settings, redis_timeout: float | None = None):
     with _feast_env_lock:
         if redis_timeout is None or redis_timeout == settings.redis_timeout_seconds:
             settings.export_feast_env()
-            return FeatureStore(repo_path=str(settings.feature_repo))
+            return FeatureStore(repo_path=str(settings.feature_repo), fs_yaml_file=settings.feature_store_yaml)
         try:  # Feast reads feature_store.yaml (and so the environment) once, here
             settings.model_copy(update={"redis_timeout_seconds": redis_timeout}).export_feast_env()
-            return FeatureStore(repo_path=str(settings.feature_repo))
+            return FeatureStore(repo_path=str(settings.feature_repo), fs_yaml_file=settings.feature_store_yaml)
         finally:
             settings.export_feast_env()  # the process environment keeps saying ``settings``
 

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from mlplatform.console import console, err_console, friendly, parse_interval, parse_time, part_app
+from mlplatform.console import (
+    JsonOpt,
+    console,
+    emit_json,
+    err_console,
+    friendly,
+    parse_interval,
+    parse_time,
+    part_app,
+)
 from mlplatform.errors import InvalidInputError
 
 app = part_app()
@@ -38,6 +48,15 @@ def _left_out(unjudged) -> None:
             console.print(f"  {row['file']}: {row['reason']}", highlight=False, soft_wrap=True)
 
 
+def report_document(result) -> dict[str, Any]:
+    """``monitor skew|consistency|quality|check --json`` (docs/cli-json.md): the JSON summary of the report this run
+    wrote, as written (the same figures the tables show: both come from ``result``), and ``report``, where its
+    files are."""
+    files = result.files
+    summary = json.loads(files.json_path.read_text()) if files is not None else result.to_dict()
+    return {**summary, "report": files.to_dict() if files is not None else None}
+
+
 def _where(files) -> None:
     if files is not None:
         console.print(f"report: {files.html_path or files.json_path}  (summary: {files.json_path.name}; "
@@ -46,12 +65,15 @@ def _where(files) -> None:
 
 @monitor_app.command("skew")
 @friendly
-def skew(since: SinceOpt = None, until: UntilOpt = None) -> None:
+def skew(since: SinceOpt = None, until: UntilOpt = None, as_json: JsonOpt = False) -> None:
     """Training set of the golden model vs served features (Evidently data drift per feature, with tests)."""
     from mlplatform.settings import get_settings
     from monitoring.skew import run_skew
 
     result = run_skew(get_settings(), *_window(since, until))
+    if as_json:
+        emit_json(report_document(result))
+        return
     judged = result.judged
     table = Table("feature", "kind", "method", "drift score", "drifted" if judged else "over threshold",
                   title=f"train/serve skew: {result.model_name} v{result.model_version}, "
@@ -73,12 +95,15 @@ def skew(since: SinceOpt = None, until: UntilOpt = None) -> None:
 
 @monitor_app.command("consistency")
 @friendly
-def consistency(since: SinceOpt = None, until: UntilOpt = None) -> None:
+def consistency(since: SinceOpt = None, until: UntilOpt = None, as_json: JsonOpt = False) -> None:
     """Served features vs their point-in-time recomputation from the offline store (mismatch rate per feature)."""
     from mlplatform.settings import get_settings
     from monitoring.consistency import run_consistency
 
     result = run_consistency(get_settings(), *_window(since, until))
+    if as_json:
+        emit_json(report_document(result))
+        return
     table = Table("feature", "compared", "mismatches", "rate",
                   title=f"online/offline consistency ({result.window.describe()})")
     for f in result.features:
@@ -102,13 +127,16 @@ def consistency(since: SinceOpt = None, until: UntilOpt = None) -> None:
 @friendly
 def quality(since: SinceOpt = None, until: UntilOpt = None,
             as_of: Annotated[str | None, typer.Option(help="Count labels arrived by then (default now).")] = None,
-            ) -> None:
+            as_json: JsonOpt = False) -> None:
     """Live ROC AUC, PR AUC and calibration from served predictions and arrived labels; serving figures."""
     from mlplatform.settings import get_settings
     from monitoring.quality import run_quality
 
     settings = get_settings()
     result = run_quality(settings, *_window(since, until), as_of=parse_time(as_of))
+    if as_json:
+        emit_json(report_document(result))
+        return
     if result.by_version:
         table = Table("model", "labeled", "fraud", "ROC AUC", "(train)", "PR AUC", "(train)", "Brier", "ECE",
                       title=f"live quality ({result.window.describe()}, labels by {result.as_of:%Y-%m-%d %H:%M}Z)")
@@ -141,6 +169,7 @@ def check(
     retrain: Annotated[bool, typer.Option(
         "--retrain", help="On a breach, request retraining: `mlplatform train --if-needed` (it retrains only once "
         "enough labels arrived since the golden's training set), then `models promote` (its gate decides).")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Run skew, consistency and quality against the thresholds; exit 10 naming each breach, 3 if no part had
     enough data to judge, 0 if at least one judged and none breached."""
@@ -148,6 +177,9 @@ def check(
     from monitoring.check import NOTHING_TO_CHECK, run_check
 
     result = run_check(get_settings(), *_window(since, until), retrain=retrain)
+    if as_json:  # the same exit code: 10 on a breach, 3 when nothing was judged
+        emit_json(report_document(result))
+        raise typer.Exit(result.exit_code)
     table = Table("check", "status", "judged", "summary", title="monitoring check")
     for p in result.parts:
         colour = {"breach": "bold red", "ok": "green", "error": "yellow"}.get(p.status, "")

@@ -6,6 +6,7 @@ Layout::
     reports/index.html                          every report, newest first
     reports/<kind>-<YYYYmmddTHHMMSSffffff>Z.json  summary: kind, created_at, status, headline, figures
     reports/<kind>-<...>Z.html                  the page a person opens (Evidently's for skew)
+    reports/models/v<N>.html                    a model version's page (training writes it; the index links it)
 
 The folder's format (file names, the index) is the contract ``mlplatform.contracts.reports``; the serving app
 exposes the folder read-only through it.
@@ -22,7 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mlplatform.contracts.reports import INDEX_FILE, KINDS, list_reports, render_index, report_stem
+from mlplatform.contracts.reports import INDEX_FILE, KINDS, NO_ICON, index_page, report_stem
+from mlplatform.contracts.reports import list_reports as list_reports  # re-exported
+from mlplatform.contracts.reports import render_index as render_index  # re-exported
 from mlplatform.files import write_atomic
 from mlplatform.settings import Settings
 
@@ -72,7 +75,7 @@ def write_report(settings: Settings, kind: str, summary: dict[str, Any], page: s
     stem = report_stem(kind, when)
     html_path = folder / f"{stem}.html" if page is not None else None
     if html_path is not None:
-        write_atomic(html_path, page)
+        write_atomic(html_path, with_icon(page))
     body = {"kind": kind, "created_at": when.astimezone(UTC).isoformat(),
             "html": html_path.name if html_path else None, **summary}
     json_path = folder / f"{stem}.json"
@@ -82,11 +85,20 @@ def write_report(settings: Settings, kind: str, summary: dict[str, Any], page: s
 
 
 def write_index(settings: Settings) -> Path:
-    """Rewrite ``index.html`` of the reports folder from the summaries present (atomically)."""
+    """Rewrite ``index.html`` of the reports folder from the summaries and model pages present (atomically)."""
     folder = reports_path(settings)
     path = folder / INDEX_FILE
-    write_atomic(path, render_index(list_reports(folder)))
+    write_atomic(path, index_page(folder))
     return path
+
+
+def with_icon(page: str) -> str:
+    """``page`` declaring an empty icon (``NO_ICON``) in its head, unless it declares one already (Evidently's pages
+    do not) or has no head."""
+    match = re.search(r"<head[^>]*>", page, flags=re.IGNORECASE)
+    if match is None or re.search(r"<link[^>]+rel=[\"']?(shortcut )?icon", page, flags=re.IGNORECASE):
+        return page
+    return page[:match.end()] + NO_ICON + page[match.end():]
 
 
 def with_banner(page: str, text: str) -> str:
@@ -101,7 +113,7 @@ def with_banner(page: str, text: str) -> str:
 
 def render_table_page(title: str, headline: str, sections: list[tuple[str, list[dict[str, Any]]]]) -> str:
     """A plain HTML page of titled tables (the consistency, quality and check reports)."""
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'>{NO_ICON}<title>{html.escape(title)}</title>",
              "<style>body{font-family:sans-serif;margin:2em} table{border-collapse:collapse;margin-bottom:1.5em}"
              "td,th{border:1px solid #ccc;padding:4px 8px} th{background:#f4f4f4}</style></head><body>",
              f"<h1>{html.escape(title)}</h1><p>{html.escape(headline)}</p><p><a href='index.html'>all reports</a></p>"]

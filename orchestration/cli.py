@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from mlplatform.console import console, err_console, escape, friendly, part_app
+from mlplatform.console import JsonOpt, console, emit_json, err_console, escape, friendly, part_app
 
 app = part_app()
 pipeline_app = part_app("Scheduled chains of steps (pipelines.yaml): run them, see their runs.")
@@ -65,11 +65,23 @@ def run(
     raise typer.Exit(1)
 
 
+def status_document(runs: list[dict[str, Any]], name: str | None, limit: int) -> dict[str, Any]:
+    """``pipeline status --json`` (docs/cli-json.md), and what its tables show: the run records as the runner wrote
+    them under ``<data_dir>/pipelines/runs/``, newest first, each step's Python traceback left out (it stays in the
+    record's file)."""
+    def without_traceback(run: dict[str, Any]) -> dict[str, Any]:
+        steps = [{k: v for k, v in s.items() if k != "traceback"} for s in run.get("steps", [])]
+        return {**run, "steps": steps}
+
+    return {"pipeline": name, "limit": limit, "runs": [without_traceback(r) for r in runs]}
+
+
 @pipeline_app.command("status")
 @friendly
 def status(
     name: Annotated[str | None, typer.Argument(help="Only this pipeline.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="How many runs to list.")] = 10,
+    as_json: JsonOpt = False,
 ) -> None:
     """Recent runs (outcome, duration, failed step) and the steps of the latest one."""
     from rich.table import Table
@@ -77,7 +89,11 @@ def status(
     from mlplatform.settings import get_settings
     from orchestration.runner import list_runs
 
-    runs = list_runs(get_settings(), name, limit=limit)
+    doc = status_document(list_runs(get_settings(), name, limit=limit), name, limit)
+    if as_json:
+        emit_json(doc)
+        return
+    runs = doc["runs"]
     if not runs:
         console.print("no pipeline runs yet: `mlplatform pipeline run daily`")
         return

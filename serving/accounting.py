@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from mlplatform.contracts.feature_log import ACTIVITY_FROM_LOGS, ACTIVITY_FROM_ROWS
 from mlplatform.features.activity import ACTIVITY_VIEW
+from mlplatform.logs import FIELDS
 from serving.dispatcher import SHADOW
 from serving.feature_log import FeatureLogWriter
 from serving.metrics import ServingMetrics
 from serving.model_pool import LoadedModel
 from serving.online_features import OnlineFeatures
 from serving.prediction import Prediction, ScoringRequest
+
+log = logging.getLogger(__name__)
 
 _ROW_COLUMNS = ("customer_id", "merchant_id", "amount", "transaction_ts")  # request fields with a column of their own
 
@@ -23,9 +27,12 @@ class Accounting:
     """Counts cache lookups, fallbacks, Redis failures, predictions and degraded ones; logs every prediction's
     inputs."""
 
-    def __init__(self, metrics: ServingMetrics, feature_log: FeatureLogWriter) -> None:
+    def __init__(self, metrics: ServingMetrics, feature_log: FeatureLogWriter, log_requests: bool = False) -> None:
         self.metrics = metrics
         self.feature_log = feature_log
+        self.log_requests = log_requests  # one log line per answered prediction (serving_log_requests)
+        self._served_children: dict[tuple[str, int, str], tuple[Any, Any]] = {}  # labels() looked up once
+        self._age_child: Any = None  # the feature-age histogram's one series, made at its first observation
 
     def cache_lookups(self, hits: int, misses: int) -> None:
         """Count prediction-cache hits and misses."""
@@ -48,9 +55,9 @@ class Accounting:
         latency_ms = elapsed * 1000.0
         records = []
         for i, (p, req) in enumerate(zip(preds, requests, strict=True)):
-            version = str(p.model.version)
-            self.metrics.predictions.labels(p.model.name, version, p.role).inc()
-            self.metrics.latency.labels(p.model.name, version).observe(elapsed)
+            predictions, latency = self._children(p.model.name, p.model.version, p.role)
+            predictions.inc()
+            latency.observe(elapsed)
             for n in p.missing:
                 self.metrics.missing.labels(n).inc()
             for n in p.stale:
@@ -62,10 +69,27 @@ class Accounting:
             feats = fetched[p.model.feature_service]
             age = _age(feats, i)
             if age is not None:
-                self.metrics.feature_age.labels(ACTIVITY_VIEW).observe(age)
+                if self._age_child is None:
+                    self._age_child = self.metrics.feature_age.labels(ACTIVITY_VIEW)
+                self._age_child.observe(age)
             records.append(feature_log_row(req, p, True, feats.values[i], now, latency_ms, _from_logs(feats, i),
                                            age))
+            if self.log_requests:
+                log.info("prediction", extra={FIELDS: {
+                    "request_id": p.request_id, "transaction_id": p.transaction_id, "model": p.model.name,
+                    "version": p.model.version, "role": p.role, "decision": p.decision, "latency_ms": latency_ms,
+                    "outcome": "fallback" if p.fallback else "degraded" if p.degraded else "ok"}})
         self.feature_log.write(records)
+
+    def _children(self, name: str, version: int, role: str) -> tuple[Any, Any]:
+        """The predictions counter and latency histogram of a model version and role (a bounded set)."""
+        key = (name, version, role)
+        children = self._served_children.get(key)
+        if children is None:
+            children = (self.metrics.predictions.labels(name, str(version), role),
+                        self.metrics.latency.labels(name, str(version)))
+            self._served_children[key] = children
+        return children
 
     def shadow_outcome(self, model: LoadedModel, outcome: str, n: int = 1) -> None:
         """Count shadow predictions by outcome: logged, error, dropped, other_feature_service."""

@@ -17,9 +17,15 @@ def quiet_app():
     from mlplatform.console import quiet_known_warnings
 
     quiet_known_warnings()
+    from mlplatform.settings import get_settings
     from serving.app import create_app
 
-    return create_app()
+    settings = get_settings()
+    if settings.log_format == "json":
+        import logging
+
+        logging.captureWarnings(True)  # Python warnings as JSON records too (uvicorn configured the handlers)
+    return create_app(settings)
 
 
 @app.command("serve")
@@ -27,12 +33,15 @@ def quiet_app():
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind (default: serving_host setting).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: serving_port setting).")] = None,
-    workers: Annotated[int, typer.Option(help="Worker processes (each loads its own models).")] = 1,
+    workers: Annotated[int, typer.Option(help="Worker processes, each with its own event loop, models and "
+                                         "Redis pool (~410 MB each; see docs/serving.md).")] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve online predictions (POST /v1/predict) until Ctrl-C; logs are flushed on the way out."""
     import uvicorn
 
+    from mlplatform.logs import uvicorn_log_config
+    from mlplatform.redact import settings_secrets
     from mlplatform.settings import get_settings
     from mlplatform.stores import require_redis
 
@@ -42,6 +51,8 @@ def serve(
     uvicorn.run(
         "serving.cli:quiet_app", factory=True, host=host or settings.serving_host,
         port=port or settings.serving_port, workers=workers, log_level=log_level, access_log=False,
+        log_config=uvicorn_log_config(settings.log_format, log_level, tuple(settings_secrets(settings))),
+        loop="uvloop", http="httptools",  # the C event loop and HTTP parser (uvicorn[standard]): ~2x pure Python
         timeout_graceful_shutdown=30,
     )
 

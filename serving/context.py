@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlplatform.contracts.check_metrics import CheckReportCollector
 from mlplatform.errors import OnlineStoreUnavailable
 from mlplatform.redact import redact_redis_address
 from mlplatform.settings import Settings
@@ -27,6 +28,7 @@ from serving.feature_readers import FeatureReaders, FeatureSource
 from serving.metrics import ServingMetrics
 from serving.model_pool import ModelPool
 from serving.predictor import Predictor
+from serving.redis_packing import pack_in_c
 from serving.scoring import BudgetedScorer, FallbackChain
 from serving.shadows import ShadowScorer
 from serving.swaps import SwapEffects
@@ -110,8 +112,9 @@ class ServingContext:
 
         store = open_feature_store(settings, redis_timeout=settings.serving_redis_timeout_seconds)  # push's client
         readers = FeatureReaders(store, stream_features=settings.serving_stream_features)
-        client = async_redis_client(settings, timeout=settings.serving_redis_timeout_seconds)
+        client = pack_in_c(async_redis_client(settings, timeout=settings.serving_redis_timeout_seconds))
         metrics = ServingMetrics()
+        metrics.registry.register(CheckReportCollector(settings.layout.reports_dir))  # monitor check verdict
         cache = PredictionCache(settings.serving_cache_size, settings.serving_cache_ttl_seconds)
         layout = settings.layout
         feature_log = FeatureLogWriter(
@@ -129,7 +132,7 @@ class ServingContext:
         pool = ModelPool(registry, settings.serving_warmup_predictions, check_model=readers.check_model,
                          on_swap=SwapEffects(cache, metrics))
         dispatcher = Dispatcher(settings.serving_challenger_weight, settings.serving_ab_salt)
-        accounting = Accounting(metrics, feature_log)
+        accounting = Accounting(metrics, feature_log, settings.serving_log_requests)
         features = FeatureSource(client, readers.get, redact_redis_address(settings.redis_addr),
                                  accounting.redis_failed)
         chain = FallbackChain(BudgetedScorer(settings.serving_latency_budget_ms), accounting)

@@ -11,15 +11,15 @@ from mlplatform.errors import Unauthorized
 from serving.context import ServingContext
 
 
-def get_context(request: Request) -> ServingContext:
-    """The context the lifespan opened."""
+async def get_context(request: Request) -> ServingContext:
+    """The context the lifespan opened (async: FastAPI would run a plain function on a worker thread)."""
     return request.app.state.ctx
 
 
 ContextDep = Annotated[ServingContext, Depends(get_context)]
 
 
-def require_api_key(ctx: ContextDep, x_api_key: Annotated[str | None, Header()] = None) -> None:
+async def require_api_key(ctx: ContextDep, x_api_key: Annotated[str | None, Header()] = None) -> None:
     """Admin endpoints need ``X-API-Key`` equal to ``serving_api_key``."""
     expected = ctx.settings.serving_api_key
     if not expected:

@@ -33,6 +33,7 @@ class ServingMetrics:
                                      ["view"], buckets=AGE_BUCKETS, registry=r)
         self.requests = Counter("mlplatform_requests", "HTTP requests per endpoint and status code.",
                                 ["endpoint", "status"], registry=r)
+        self._request_children: dict[tuple[str, int], Any] = {}
         self.cache_hits = Counter("mlplatform_cache_hits", "Prediction cache hits.", registry=r)
         self.cache_misses = Counter("mlplatform_cache_misses", "Prediction cache misses.", registry=r)
         self.fallbacks = Counter("mlplatform_fallbacks", "Answers given by a fallback model, per reason.",
@@ -86,6 +87,14 @@ class ServingMetrics:
         self.events_record_backlog = Gauge("mlplatform_events_record_backlog",
                                            "Scored transactions waiting to be appended to the events stream.",
                                            registry=r)
+
+    def count_request(self, endpoint: str, status: int) -> None:
+        """One answered HTTP request (``mlplatform_requests_total``); label children cached per (endpoint, status)."""
+        key = (endpoint, status)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self._request_children[key] = self.requests.labels(endpoint, str(status))
+        child.inc()
 
     def track_backlog(self, fn: Callable[[], float]) -> None:
         """Read the feature-log backlog from ``fn`` at scrape time."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,7 @@ class LoadedModel:
 
     info: Any  # mlplatform.models.registry.ModelVersion
     booster: Any  # xgboost.Booster
+    row_seconds: float | None = None  # the slowest single-row prediction of the warm-up, in CPU s (None: not warmed)
 
     @property
     def name(self) -> str:
@@ -67,6 +69,11 @@ class LoadedModel:
     def feature_service(self) -> str:
         return self.info.feature_service
 
+    @property
+    def decisions(self) -> dict | None:
+        """The version's decision thresholds (its card's ``decisions``); None for versions without them."""
+        return getattr(self.info, "decisions", None)
+
     def vector(self, values: dict[str, Any]) -> np.ndarray:
         """The model's input row from feature values (None becomes NaN, XGBoost's missing)."""
         return np.array([np.nan if (v := values.get(n)) is None else float(v) for n in self.feature_names],
@@ -83,18 +90,32 @@ class LoadedModel:
 
         return self.booster.predict(xgb.DMatrix(X, missing=np.nan), pred_contribs=True, validate_features=False)
 
+    def path_contributions(self, X: np.ndarray) -> np.ndarray:
+        """Per-feature contributions by XGBoost's path attribution (Saabas, ``approx_contribs``; last column: bias):
+        what the reason codes rank, about 10x cheaper than exact SHAP (~0.2 vs ~2.5 ms a row at 200 trees)."""
+        import xgboost as xgb
+
+        return self.booster.predict(xgb.DMatrix(X, missing=np.nan), pred_contribs=True, approx_contribs=True,
+                                    validate_features=False)
+
     def warm(self, n: int) -> None:
-        """A few dummy predictions (single rows, a batch, contributions) so the first request pays nothing."""
+        """A few dummy predictions (single rows, a batch, contributions) so the first request pays nothing; the
+        slowest single row's CPU time (but the first's) is kept (``row_seconds``)."""
         width = len(self.feature_names)
         rng = np.random.default_rng(0)
+        took = []
         for _ in range(n):
-            self.predict(rng.normal(size=(1, width)))
+            row = rng.normal(size=(1, width))
+            started = time.thread_time()
+            self.predict(row)
+            took.append(time.thread_time() - started)
         batch = rng.normal(size=(64, width))
         batch[::3] = np.nan
         out = self.predict(batch)
         if out.shape != (64,) or not np.all(np.isfinite(out)):
             raise ValueError(f"warm-up of {self.name} v{self.version} gave unusable scores")
         self.contributions(batch[:2])
+        self.row_seconds = max(took[1:] or took)  # the first call pays one-time set-up
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from mlplatform.contracts.activity_log import TransactionEvent
+from serving.ids import new_id
 from serving.model_pool import LoadedModel
 
 
@@ -23,7 +23,7 @@ class ScoringRequest:
     def event(self) -> TransactionEvent:
         """This transaction as an event of the events stream (without a transaction id: a generated one)."""
         row = self.row
-        return TransactionEvent(self.transaction_id or uuid.uuid4().hex, int(row["customer_id"]),
+        return TransactionEvent(self.transaction_id or new_id(), int(row["customer_id"]),
                                 int(row["merchant_id"]), float(row["amount"]), self.time_us)
 
 
@@ -44,6 +44,8 @@ class Prediction:
     contributions: dict[str, float] | None = None
     future: list[str] = field(default_factory=list)  # inputs whose stored row is newer than the request (withheld)
     degraded: str | None = None  # why the score rests on no stored feature at all (None: some stored input had one)
+    decision: str | None = None  # approve / review / decline under the answering version's thresholds (None: none)
+    reasons: list[dict] | None = None  # review/decline: the inputs that pushed the score up most (reason codes)
 
 
 NO_STORED_FEATURES = "no stored features for this transaction (online store empty or entity unknown)"

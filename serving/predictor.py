@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from mlplatform.models.decisions import DECLINE, REVIEW, decide, reason_codes
 from serving.accounting import Accounting
 from serving.cache import PredictionCache, vector_key
 from serving.dispatcher import Candidate, Dispatcher, Route
@@ -111,7 +112,17 @@ class Predictor:
                 missing=feats.missing[i], stale=feats.stale[i], cached=bool(cached[k]),
                 contributions=None if contributions is None else contributions[k], future=feats.future[i],
                 degraded=degraded_reason(stored, feats.missing[i], feats.stale[i], feats.future[i]),
+                decision=decide(float(scores[k]), c.model.decisions),
             )
+        await _reason_codes(results, answering, idx, features)
+
+    async def model_features(self, request: ScoringRequest) -> tuple[Candidate, OnlineFeatures, list[str]]:
+        """What ``predict`` would feed its first model for ``request``: the routed primary candidate, its features
+        (one row) and which of its inputs are read from Redis. Nothing is scored, cached or logged."""
+        route = self.dispatcher.route(self.pool.state, request.row.get("customer_id"))
+        primary = route.primary
+        feats = await self.features.fetch(primary.model.feature_service, [request])
+        return primary, feats, self._stored_inputs(primary.model)
 
     def _stored_inputs(self, model: LoadedModel) -> list[str]:
         """The model's inputs read from Redis (its feature service's stored views, not its on-demand features); []
@@ -126,6 +137,21 @@ class Predictor:
         """Finish shadow scoring (so its rows reach the feature log) and stop the worker threads."""
         self.shadows.close()
         self.chain.close()
+
+
+async def _reason_codes(results: list[Prediction], answering: list[Candidate], idx: list[int],
+                        features: Features) -> None:
+    """Reason codes for the rows of ``idx`` sent to review or declined: the answering model's largest positive path
+    contributions (``path_contributions``: cheap enough for the request path; ?explain=true gives exact SHAP)."""
+    for k, i in enumerate(idx):
+        p = results[i]
+        if p.decision not in (REVIEW, DECLINE):
+            continue
+        m = answering[k].model
+        row = m.vector((await features(m.feature_service)).values[i])
+        contrib = m.path_contributions(row.reshape(1, -1))[0]
+        values = {n: None if v != v else float(v) for n, v in zip(m.feature_names, row.tolist(), strict=True)}
+        p.reasons = reason_codes(dict(zip([*m.feature_names, "bias"], contrib.tolist(), strict=True)), values)
 
 
 async def _explain(answering: list[Candidate], idx: list[int], features: Features) -> list[dict[str, float] | None]:

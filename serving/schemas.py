@@ -200,6 +200,14 @@ class ModelRef(BaseModel):
     role: Literal["golden", "challenger", "previous_golden"]
 
 
+class ReasonCode(BaseModel):
+    """An input that pushed the score up: its value and its contribution (log-odds)."""
+
+    feature: str
+    value: float | None
+    contribution: float
+
+
 class PredictionOut(BaseModel):
     """One score."""
 
@@ -221,6 +229,14 @@ class PredictionOut(BaseModel):
         "unknown): why. The score then rests on the request fields alone; still a 200, counted in "
         "mlplatform_degraded_predictions_total.",
     )
+    decision: Literal["approve", "review", "decline"] | None = Field(
+        None, description="What to do with the transaction under the answering version's decision thresholds, "
+        "chosen at training time on its evaluation set (decline: score >= the threshold reaching the target "
+        "precision; review: score >= the review budget's threshold; else approve). Null for a version registered "
+        "without thresholds.")
+    reasons: list[ReasonCode] | None = Field(
+        None, description="review/decline only: the (at most 3) inputs that pushed the score up most, largest first "
+        "(the answering model's path contributions, XGBoost's approx_contribs; ?explain=true gives exact SHAP).")
     contributions: dict[str, float] | None = Field(None, description="?explain=true: per-feature log-odds (and bias).")
     contributions_error: str | None = Field(
         None, description="?explain=true only: why contributions could not be computed for this input (the score "
@@ -232,6 +248,35 @@ class PredictResponse(PredictionOut):
     """POST /v1/predict answer."""
 
     latency_ms: float
+
+
+class ActivityFreshness(BaseModel):
+    """Where the transaction's customer_activity features came from and how old their newest data was."""
+
+    source: Literal["event_log", "stored_rows"] = Field(
+        description="event_log: the customer's event log, exact at the transaction's time; stored_rows: Feast's "
+        "materialized row.")
+    age_seconds: float | None = Field(
+        description="The transaction's time minus the time its source is known complete up to (0: up to date); "
+        "null when unknown.")
+
+
+class FeaturesResponse(BaseModel):
+    """POST /v1/features answer: the model-ready features /v1/predict would use for this transaction."""
+
+    request_id: str
+    transaction_id: str | None = None
+    model: ModelRef = Field(description="The model these are the inputs of (the one /v1/predict would ask first).")
+    feature_service: str
+    features: dict[str, float | None] = Field(
+        description="Every model input in the model's order, as the model gets it (null: no value).")
+    stored: list[str] = Field(description="Inputs read from the online store (Redis).")
+    on_demand: list[str] = Field(description="Inputs computed on demand from the request and stored values.")
+    missing: list[str] = Field(description="Inputs with no value (e.g. an unknown customer).")
+    stale: list[str] = Field(description="Inputs whose stored row was older than its view's TTL (no value).")
+    future: list[str] = Field(description="Inputs whose stored row is newer than the transaction (withheld).")
+    customer_activity: ActivityFreshness | None = Field(
+        None, description="Freshness of the velocity features (null when the model reads none).")
 
 
 class BatchRequest(BaseModel):

@@ -25,17 +25,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-
 from mlplatform.contracts.activity_log import CONSUMER_GROUP, apply_events
 from mlplatform.errors import MLPlatformError
 from mlplatform.features.activity_rows import touched_customers
-from streaming.entries import DEAD_MAXLEN, dead_letter_fields, dead_letter_stream, parse_entry
+from mlplatform.stream_group import (
+    DEAD_MAXLEN,
+    Entry,
+    GroupConsumer,
+    dead_letter_fields,
+    dead_letter_stream,
+    group_info,
+    parse_entry,
+    text,
+)
 from streaming.feast_rows import refresh_feast_rows
 from streaming.stats import queue_counts
 
 log = logging.getLogger(__name__)
-Entry = tuple[Any, Any]  # (entry id, fields) as redis-py returns them
 
 
 class StreamApplyError(MLPlatformError):
@@ -86,159 +92,26 @@ class Progress:
     pending: int | None
 
 
-def ensure_group(client: Any, stream: str, group: str = CONSUMER_GROUP) -> bool:
-    """Create the consumer group (and the stream) if absent, reading from the stream's start; True if created."""
-    try:
-        client.xgroup_create(stream, group, id="0", mkstream=True)
-        return True
-    except redis.ResponseError as exc:
-        if "BUSYGROUP" in str(exc):
-            return False
-        raise
-
-
-def group_info(client: Any, stream: str, group: str = CONSUMER_GROUP) -> dict[str, Any] | None:
-    """The group's XINFO GROUPS entry (str keys), or None if the stream or the group does not exist."""
-    try:
-        groups = client.xinfo_groups(stream)
-    except redis.ResponseError as exc:
-        if "no such key" in str(exc).lower():
-            return None
-        raise
-    for g in groups:
-        name = g.get("name")
-        if (name.decode() if isinstance(name, bytes) else name) == group:
-            return g
-    return None
-
-
-def trim_acknowledged(client: Any, stream: str) -> None:
-    """Trim off the entries every group of the stream has acknowledged (approximately: whole nodes).
-
-    Per group, the entries before its oldest pending one (or up to its last delivered one, if none is pending) are
-    acknowledged: entries are delivered in id order."""
-    try:
-        groups = client.xinfo_groups(stream)
-    except redis.ResponseError:
-        return
-    edges = []
-    for g in groups:
-        pending = client.xpending(stream, g["name"])
-        edge = pending["min"] if pending["pending"] else g.get("last-delivered-id")
-        if edge is None:
-            return
-        edges.append(_id_key(edge))
-    if edges:
-        ms, seq, edge = min(edges, key=lambda k: k[:2])
-        if (ms, seq) != (0, 0):
-            client.xtrim(stream, minid=edge, approximate=True)
-
-
-def _id_key(entry_id: Any) -> tuple[int, int, Any]:
-    text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0), entry_id
-
-
-class StreamConsumer:
-    """One consumer of the group: recover, then read new entries until stopped, a bound is reached or idle."""
+class StreamConsumer(GroupConsumer):
+    """One consumer of the group: recover, then read new entries until stopped, a bound is reached or idle (the
+    loop is ``mlplatform.stream_group.GroupConsumer``'s)."""
 
     def __init__(self, client: Any, options: ConsumerOptions, stop: threading.Event | None = None,
                  on_progress: Callable[[Progress], None] | None = None) -> None:
-        self.client = client
-        self.o = options
-        self.stop = stop or threading.Event()
+        super().__init__(client, options, stop)
+        self.o: ConsumerOptions = options
         self.on_progress = on_progress
+        self.reporting = on_progress is not None
         self.totals = ConsumerTotals()
 
-    # -- the loop ---------------------------------------------------------------------------------------------------
     def run(self) -> ConsumerTotals:
         """Consume until stopped (``stop`` set), ``max_events`` entries were handled, or idle ``idle_exit_s``."""
-        o = self.o
-        ensure_group(self.client, o.stream, o.group)
-        self._recover_own()
-        self._claim_dead()
-        now = time.monotonic()
-        last_entry = next_claim = now
-        next_claim += o.claim_every_s
-        next_trim = now if o.trim else float("inf")
-        next_report, reported = now + o.report_every_s, (now, 0)
-        while not self.totals.stopped_by:
-            if self.stop.is_set():
-                self.totals.stopped_by = "signal"
-                break
-            count = self._room()
-            if count <= 0:
-                self.totals.stopped_by = "max-events"
-                break
-            entries = self._read(">", count, block=True)
-            now = time.monotonic()
-            if entries:
-                self._process(entries)
-                last_entry = now
-            elif o.idle_exit_s is not None and now - last_entry >= o.idle_exit_s:
-                self.totals.stopped_by = "idle"
-            if now >= next_claim:
-                self._claim_dead()
-                next_claim = now + o.claim_every_s
-            if now >= next_trim:
-                trim_acknowledged(self.client, o.stream)
-                next_trim = now + o.trim_every_s
-            if self.on_progress is not None and now >= next_report:
-                done = self.totals.applied + self.totals.dead
-                self._report((done - reported[1]) / max(now - reported[0], 1e-9))
-                next_report, reported = now + o.report_every_s, (now, done)
-        if o.trim:
-            trim_acknowledged(self.client, o.stream)
+        self.totals.stopped_by = self.loop()
+        self.totals.recovered = self.recovered
         return self.totals
 
-    def _room(self) -> int:
-        if self.o.max_events is None:
-            return self.o.batch_size
-        return min(self.o.batch_size, self.o.max_events - self.totals.applied - self.totals.dead)
-
-    def _read(self, from_id: str, count: int, block: bool = False) -> list[Entry]:
-        """Entries after ``from_id`` ('>' = never delivered; an id = this consumer's pending after it)."""
-        o = self.o
-        try:
-            reply = self.client.xreadgroup(o.group, o.consumer, {o.stream: from_id}, count=count,
-                                           block=o.block_ms if block else None)
-        except redis.ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            log.warning("stream %s or its group %s was deleted; created again", o.stream, o.group)
-            ensure_group(self.client, o.stream, o.group)
-            return []
-        return list(reply[0][1]) if reply else []
-
-    def _recover_own(self) -> None:
-        """Apply this consumer's own pending entries (delivered to it before, never acknowledged)."""
-        after = "0"
-        while not self.stop.is_set() and self._room() > 0:
-            entries = self._read(after, self._room())
-            if not entries:
-                return
-            self._process(entries)
-            self.totals.recovered += len(entries)
-            after = entries[-1][0]
-
-    def _claim_dead(self) -> None:
-        """Claim and apply entries pending for longer than ``claim_idle_ms`` with any consumer (a dead one)."""
-        o = self.o
-        start: Any = "0-0"
-        while not self.stop.is_set() and self._room() > 0:
-            reply = self.client.xautoclaim(o.stream, o.group, o.consumer, min_idle_time=o.claim_idle_ms,
-                                           start_id=start, count=self._room())
-            start, entries = reply[0], [e for e in reply[1] if e[0] is not None]
-            if entries:
-                log.info("claimed %d entries idle for more than %d ms", len(entries), o.claim_idle_ms)
-                self._process(entries)
-                self.totals.recovered += len(entries)
-            if _id_key(start)[:2] == (0, 0):
-                return
-
     # -- one batch --------------------------------------------------------------------------------------------------
-    def _process(self, entries: Sequence[Entry]) -> None:
+    def process(self, entries: Sequence[Entry]) -> None:
         """Apply a batch's events in one pipeline, then dead-letter the malformed ones and acknowledge them all."""
         o = self.o
         events, event_ids, bad = [], [], []
@@ -269,7 +142,7 @@ class StreamConsumer:
             self._refresh_rows(touched_customers(e for i, e in enumerate(events) if i not in skip))
         pipe = self.client.pipeline(transaction=False)
         for entry_id, reason, fields in bad:
-            log.warning("entry %s of %s is malformed: %s (dead-lettered)", _text(entry_id), o.stream, reason)
+            log.warning("entry %s of %s is malformed: %s (dead-lettered)", text(entry_id), o.stream, reason)
             pipe.xadd(dead_letter_stream(o.stream), dead_letter_fields(entry_id, reason, fields, o.consumer),
                       maxlen=DEAD_MAXLEN, approximate=True)
         queue_counts(pipe, o.stream, o.consumer, applied, len(bad), int(time.time()))
@@ -286,10 +159,8 @@ class StreamConsumer:
         self.totals.feast_kept_newer += done.kept_newer
         self.totals.feast_uncovered += done.uncovered
 
-    def _report(self, per_second: float) -> None:
+    def report(self, per_second: float) -> None:
+        """Hand a progress figure, with the group's lag and pending, to ``on_progress``."""
         info = group_info(self.client, self.o.stream, self.o.group) or {}
+        self.totals.recovered = self.recovered
         self.on_progress(Progress(self.totals, per_second, info.get("lag"), info.get("pending")))
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mlplatform.contracts.activity_log import CONSUMER_GROUP, COVERAGE_KEY, coverage_fields
-from streaming.consumer import group_info
+from mlplatform.stream_group import group_info
 from streaming.entries import dead_letter_stream
 from streaming.stats import STATS_KEY, THROUGHPUT_WINDOW_S, applied_recently, stats_field
 

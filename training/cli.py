@@ -1,4 +1,4 @@
-"""Training commands: `dataset build`, `train`, `models list|promote|rollback` (thin wrappers)."""
+"""Training commands: `dataset build`, `train`, `models list|page|promote|rollback` (thin wrappers)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mlplatform.console import console, err_console, escape, friendly, get_settings, parse_time, part_app
+from mlplatform.console import (
+    JsonOpt,
+    console,
+    emit_json,
+    err_console,
+    escape,
+    friendly,
+    get_settings,
+    parse_time,
+    part_app,
+)
 from mlplatform.errors import ExitCode
 
 app = part_app()
@@ -38,10 +48,33 @@ def _trial_line(t) -> str:
             f"best {t.best_value:.4f} (trial {t.best_trial})  {t.seconds:.1f}s{mark}")
 
 
-def _tuned(v) -> str:
+def _tuned(trials: int | None) -> str:
     """How many Optuna trials chose a version's hyper-parameters ("-" when none)."""
-    trials = v.lineage.get("tuned_trials", v.params.get("tune_trials")) or 0
     return f"{int(trials)} trials" if trials else "-"
+
+
+def _tuned_trials(v) -> int | None:
+    """The number of Optuna trials behind a version's hyper-parameters, or None when it was not tuned."""
+    trials = v.lineage.get("tuned_trials", v.params.get("tune_trials")) or 0
+    return int(trials) if trials else None
+
+
+def models_document(model_name: str, versions: list) -> dict:
+    """``models list --json`` (docs/cli-json.md), and what its table shows: every registered version, oldest first,
+    with its aliases, metrics and training set; which version holds each alias."""
+    holders = {alias: v.version for v in versions for alias in v.aliases}
+    return {
+        "model_name": model_name,
+        "golden": holders.get("golden"),
+        "challenger": holders.get("challenger"),
+        "previous_golden": holders.get("previous_golden"),
+        "versions": [{
+            "version": v.version, "aliases": list(v.aliases), "golden": v.is_golden,
+            "feature_service": v.feature_service, "metrics": dict(v.metrics), "tuned_trials": _tuned_trials(v),
+            "as_of": v.lineage.get("as_of"), "rows": v.lineage.get("rows"), "fingerprint": v.lineage.get("fingerprint"),
+            "created_at": v.created_at, "run_id": v.run_id,
+        } for v in versions],
+    }
 
 
 @dataset_app.command("build")
@@ -130,26 +163,59 @@ def train_cmd(
         console.print(f"{mark} {escape(b['name'])}: {escape(b['detail'])}")
     console.print(f"evaluation: {outcome.evaluation_dir}/summary.md (+ ROC, PR, calibration, importance PNGs)",
                   markup=False, soft_wrap=True)
+    for line in _decision_lines(outcome.version.decisions):
+        console.print(line, markup=False, highlight=False)
+    if outcome.page is not None:
+        console.print(f"model page: {outcome.page}", markup=False, soft_wrap=True)
     console.print(f"next: `mlplatform models promote {outcome.version.version}`")
+
+
+def _decision_lines(decisions: dict | None) -> list[str]:
+    """The decision thresholds of a version for people (none for versions registered before they existed)."""
+    if not decisions:
+        return []
+    review, decline = decisions["review"], decisions["decline"]
+    out = [f"decision review:  score >= {review['threshold']:.6g} (top {review['budget_share']:.2%} of the test split)"]
+    if decline["threshold"] is None:
+        out.append(f"decision decline: none ({decline['reason']})")
+    else:
+        out.append(f"decision decline: score >= {decline['threshold']:.6g} (precision {decline['precision']:.1%} "
+                   f">= {decline['target_precision']:.0%}, recall {decline['recall']:.1%})")
+    return out
+
+
+@models_app.command("page")
+@friendly
+def models_page(version: Annotated[int, typer.Argument(help="Version whose page to (re)write.")]) -> None:
+    """(Re)write VERSION's HTML page: metrics beside the oracle, plots, slices, decisions, lineage, history."""
+    from mlplatform.models.page import write_model_page
+
+    path = write_model_page(get_settings(), version)
+    console.print(f"model page: {path}", markup=False, soft_wrap=True)
+
 
 @models_app.command("list")
 @friendly
-def models_list() -> None:
+def models_list(as_json: JsonOpt = False) -> None:
     """Versions with their metrics; which is golden and which is challenger."""
     from mlplatform.models.registry import ModelRegistry
 
-    versions = ModelRegistry(get_settings()).list_versions()
-    if not versions:
+    registry = ModelRegistry(get_settings())
+    doc = models_document(registry.name, registry.list_versions())
+    if as_json:
+        emit_json(doc)
+        return
+    if not doc["versions"]:
         console.print("no models registered yet: run `mlplatform train`")
         return
     table = Table("version", "aliases", "ROC AUC", "PR AUC", "log loss", "oracle AUC", "tuned", "as of", "rows",
                   "created", title="registered models")
-    for v in versions:
-        style = "bold green" if v.is_golden else None
-        table.add_row(str(v.version), ", ".join(v.aliases), _fmt(v.metrics.get("roc_auc")),
-                      _fmt(v.metrics.get("pr_auc")), _fmt(v.metrics.get("log_loss")),
-                      _fmt(v.metrics.get("oracle_roc_auc")), _tuned(v), str(v.lineage.get("as_of", "-"))[:16],
-                      f"{v.lineage.get('rows', 0):,}", f"{v.created_at:%Y-%m-%d %H:%M}", style=style)
+    for v in doc["versions"]:
+        m = v["metrics"]
+        table.add_row(str(v["version"]), ", ".join(v["aliases"]), _fmt(m.get("roc_auc")), _fmt(m.get("pr_auc")),
+                      _fmt(m.get("log_loss")), _fmt(m.get("oracle_roc_auc")), _tuned(v["tuned_trials"]),
+                      str(v["as_of"] or "-")[:16], f"{v['rows'] or 0:,}", f"{v['created_at']:%Y-%m-%d %H:%M}",
+                      style="bold green" if v["golden"] else None)
     console.print(table)
 
 @models_app.command("promote")

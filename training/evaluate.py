@@ -10,7 +10,10 @@ import pandas as pd
 
 LABEL = "is_fraud"
 SLICE_COLUMN = "merchant_category"
+SLICE_COLUMNS = ("merchant_category", "is_foreign", "amount_bucket")
+AMOUNT_EDGES = (0.0, 10.0, 50.0, 200.0, 1000.0)  # amount buckets: [0, 10), [10, 50), ..., [1000, inf)
 PLOTS = ("roc.png", "pr.png", "calibration.png", "feature_importance.png")
+PREDICTIONS_FILE = "predictions.parquet"
 
 
 def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
@@ -42,6 +45,45 @@ def slice_metrics(frame: pd.DataFrame, p: np.ndarray, by: str = SLICE_COLUMN) ->
         mask = values == value
         out.append({by: str(value), **binary_metrics(y[mask], p[mask])})
     return sorted(out, key=lambda r: -r["rows"])
+
+
+def amount_bucket(amount: pd.Series) -> pd.Series:
+    """Each amount's bucket as text (``10-50``, ``1000+``; ``<unknown>`` when missing)."""
+    edges = list(AMOUNT_EDGES) + [np.inf]
+    names = [f"{lo:g}-{hi:g}" if np.isfinite(hi) else f"{lo:g}+" for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+    buckets = pd.cut(pd.to_numeric(amount, errors="coerce"), bins=edges, right=False, labels=names)
+    return buckets.astype(object).where(buckets.notna(), "<unknown>")
+
+
+def evaluation_rows(test: pd.DataFrame, p: np.ndarray, oracle_p: np.ndarray | None) -> pd.DataFrame:
+    """The evaluation set as scored: id, label, model score, the oracle's probability and the slice columns."""
+    out = pd.DataFrame({"transaction_id": test["transaction_id"].to_numpy(),
+                        LABEL: test[LABEL].to_numpy().astype(int), "score": np.asarray(p, dtype=float)})
+    out["oracle_probability"] = np.asarray(oracle_p, dtype=float) if oracle_p is not None else np.nan
+    for column in ("merchant_category", "is_foreign", "amount"):
+        if column in test.columns:
+            out[column] = test[column].to_numpy()
+    if "amount" in out.columns:
+        out["amount_bucket"] = amount_bucket(out["amount"]).to_numpy()
+    return out
+
+
+def slice_tables(rows: pd.DataFrame) -> dict[str, list[dict]]:
+    """``binary_metrics`` of the model (and the oracle's ROC AUC) per value of each slice column ``rows`` has."""
+    out = {}
+    for column in SLICE_COLUMNS:
+        if column not in rows.columns:
+            continue
+        table = slice_metrics(rows, rows["score"].to_numpy(), by=column)
+        if column == "amount_bucket":  # in amount order, not by size
+            table.sort(key=lambda r: float(r[column].split("-")[0].rstrip("+")) if r[column][0].isdigit() else 1e300)
+        if rows["oracle_probability"].notna().all():
+            oracle = {r[column]: r["roc_auc"] for r in slice_metrics(rows, rows["oracle_probability"].to_numpy(),
+                                                                    by=column)}
+            for r in table:
+                r["oracle_roc_auc"] = oracle.get(r[column], float("nan"))
+        out[column] = table
+    return out
 
 
 def oracle_probabilities(oracle_dir: Path, transaction_ids: pd.Series) -> np.ndarray | None:
@@ -139,6 +181,15 @@ def summary_markdown(summary: dict) -> str:
     for s in summary["slices"]:
         lines.append(f"| {s[SLICE_COLUMN]} | {int(s['rows']):,} | {int(s['positives']):,} | {s['roc_auc']:.3f} | "
                      f"{s['pr_auc']:.3f} |")
+    decisions = summary.get("decisions")
+    if decisions:
+        review, decline = decisions["review"], decisions["decline"]
+        lines += ["", "## Decision thresholds (score >= threshold)", "",
+                  f"- review: {review['threshold']:.6g} (top {review['budget_share']:.2%} of the test split: "
+                  f"{review['flagged']:,} flagged, precision {_pct(review['precision'])})",
+                  f"- decline: {decline['reason']}" if decline["threshold"] is None else
+                  f"- decline: {decline['threshold']:.6g} (precision {_pct(decline['precision'])} >= "
+                  f"{decline['target_precision']:.0%}, recall {_pct(decline['recall'])})"]
     lines += ["", "## Behavioural tests", ""]
     for b in summary.get("behaviour", []):
         lines.append(f"- {'PASS' if b['passed'] else 'FAIL'} {b['name']}: {b['detail']}")
@@ -146,24 +197,38 @@ def summary_markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
 def evaluate(booster, test: pd.DataFrame, feature_names: list[str], oracle_dir: Path | None,
-             out_dir: Path | None) -> dict:
-    """Metrics, slices, oracle comparison and (with ``out_dir``) plots + summary.json/summary.md for ``test``."""
+             out_dir: Path | None, decision_targets: tuple[float, float] | None = None) -> dict:
+    """Metrics, slices, oracle comparison and (with ``out_dir``) plots and the scored rows (predictions.parquet:
+    ``evaluation_rows``) for ``test``; ``write_summary`` adds summary.json/summary.md. With ``decision_targets``
+    (review share, decline precision), ``decisions`` holds the thresholds chosen on ``test``
+    (``mlplatform.models.decisions``)."""
+    from mlplatform.models.decisions import decision_thresholds
     from mlplatform.models.scoring import predict
 
     p = predict(booster, test, feature_names)
     y = test[LABEL].to_numpy().astype(int)
     oracle_p = oracle_probabilities(oracle_dir, test["transaction_id"]) if oracle_dir is not None else None
+    rows = evaluation_rows(test, p, oracle_p)
     summary = {
         "metrics": binary_metrics(y, p),
         "oracle": binary_metrics(y, oracle_p) if oracle_p is not None else {},
         "slices": slice_metrics(test, p),
+        "slice_tables": slice_tables(rows),
         "feature_importance": importance_by_gain(booster, feature_names),
     }
+    if decision_targets is not None and len(y):
+        summary["decisions"] = decision_thresholds(p, y, *decision_targets)
     if oracle_p is not None:
         summary["auc_gap_to_oracle"] = summary["oracle"]["roc_auc"] - summary["metrics"]["roc_auc"]
     if out_dir is not None:
         summary["plots"] = write_plots(out_dir, y, p, oracle_p, summary["feature_importance"])
+        rows.to_parquet(out_dir / PREDICTIONS_FILE, index=False)
+        summary["predictions"] = PREDICTIONS_FILE
     return summary
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 from mlplatform.models.behaviour import run_behaviour_suite
+from mlplatform.models.page import write_model_page
 from mlplatform.models.registry import CHALLENGER, ModelRegistry, ModelVersion
 from mlplatform.settings import Settings
 from training.config import load_config
@@ -19,6 +21,8 @@ from training.evaluate import evaluate, write_summary
 from training.splits import SplitSpec, split_rows
 from training.stats import feature_statistics
 from training.train import TrialProgress, fit_booster, tune
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,6 +37,7 @@ class TrainOutcome:
     evaluation_dir: Path
     dataset_path: Path
     tuning: list[dict] = field(default_factory=list)
+    page: Path | None = None  # the version's page (<reports_dir>/models/v<N>.html), None if it could not be written
 
 
 def split_spec_from(settings: Settings, config: dict, **overrides) -> SplitSpec:
@@ -84,7 +89,8 @@ def train_and_register(
     staging = Path(tempfile.mkdtemp(prefix="mlplatform-train-"))
     try:
         eval_dir = staging / "evaluation"
-        summary = evaluate(fit.booster, test, names, settings.layout.oracle_dir, eval_dir)
+        summary = evaluate(fit.booster, test, names, settings.layout.oracle_dir, eval_dir,
+                           (settings.decision_review_share, settings.decision_decline_precision))
         behaviour = [b.as_dict() for b in run_behaviour_suite(fit.booster, test, names)]
         summary["behaviour"] = behaviour
         summary["split"] = result.summary
@@ -120,14 +126,25 @@ def train_and_register(
         version = registry.register(fit.booster, feature_names=names, feature_types=ts.feature_types,
                                     feature_service=ts.lineage["feature_service"], metrics=metrics, params=params,
                                     lineage=lineage, training_stats_path=stats_path, training_set_path=saved_set,
-                                    extra_files=extra)
+                                    extra_files=extra, decisions=summary.get("decisions"))
         registry.set_alias(CHALLENGER, version.version)
         version = registry.get(version.version)
         _record_train(settings, version, trigger)
+        step("writing the model page")
+        page = _write_page(settings, version)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return TrainOutcome(version, summary["metrics"], summary.get("oracle", {}).get("roc_auc"), result.warnings,
-                        behaviour, version.artifact_dir / "evaluation", ts.path, tuning)
+                        behaviour, version.artifact_dir / "evaluation", ts.path, tuning, page)
+
+
+def _write_page(settings: Settings, version: ModelVersion) -> Path | None:
+    """The version's page under the reports folder (best effort: the version is registered either way)."""
+    try:
+        return write_model_page(settings, version.version)
+    except Exception as exc:  # noqa: BLE001 - `mlplatform models page N` writes it again
+        log.warning("could not write the page of model v%s: %s", version.version, exc)
+        return None
 
 
 def _record_train(settings: Settings, version: ModelVersion, trigger: str) -> None:

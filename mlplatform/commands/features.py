@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mlplatform.console import console, err_console, friendly, get_settings, parse_time, part_app
+from mlplatform.console import JsonOpt, console, emit_json, err_console, friendly, get_settings, parse_time, part_app
 from mlplatform.errors import ExitCode
 
 app = part_app()
@@ -87,20 +87,31 @@ def features_build(
     console.print(f"built up to {result.until:%Y-%m-%d %H:%M}Z in {time.perf_counter() - t0:.1f}s")
 
 
+def validate_document(problems: list) -> dict:
+    """``features validate --json`` (docs/cli-json.md), and what it prints: whether every feature view matches its
+    source, and each problem (file, view, column, expected, found, and the sentence the command prints)."""
+    return {"ok": not problems, "problems": [
+        {"file": p.file, "view": p.view, "column": p.column, "expected": p.expected, "found": p.found,
+         "message": str(p)} for p in problems]}
+
+
 @features_app.command("validate")
 @friendly
-def features_validate() -> None:
+def features_validate(as_json: JsonOpt = False) -> None:
     """Check each feature view's declared schema against its Parquet source (run before apply)."""
     from mlplatform.features.validate import validate_definitions
 
-    problems = validate_definitions(get_settings())
-    if not problems:
+    doc = validate_document(validate_definitions(get_settings()))
+    if as_json:
+        emit_json(doc)
+    elif doc["ok"]:
         console.print("[green]ok:[/] every feature view matches its source")
-        return
-    err_console.print(f"[bold red]{len(problems)} definition problem(s); fix them before `apply`:[/]")
-    for p in problems:
-        err_console.print(f"  - {p}", highlight=False, soft_wrap=True, markup=False)
-    raise typer.Exit(ExitCode.DEFINITION)
+    else:
+        err_console.print(f"[bold red]{len(doc['problems'])} definition problem(s); fix them before `apply`:[/]")
+        for p in doc["problems"]:
+            err_console.print(f"  - {p['message']}", highlight=False, soft_wrap=True, markup=False)
+    if not doc["ok"]:
+        raise typer.Exit(ExitCode.DEFINITION)
 
 
 @features_app.command("online")

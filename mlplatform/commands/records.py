@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from mlplatform.console import console, friendly, parse_time, part_app
+from mlplatform.console import JsonOpt, console, emit_json, friendly, parse_time, part_app
 
 app = part_app()
 
@@ -28,7 +28,9 @@ def audit(
         str | None, typer.Option(help="Only records at/after this time (ISO-8601 or relative: today, now-6h).")
     ] = None,
     limit: Annotated[int, typer.Option(min=1, help="Show at most the latest N records.")] = 50,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line instead of a table.")] = False,
+    as_json: JsonOpt = False,
+    as_jsonl: Annotated[bool, typer.Option(
+        "--jsonl", help="One JSON object per record, one per line (JSON Lines), instead of a table.")] = False,
 ) -> None:
     """List the audit log: who changed what, when, why and through which channel.
 
@@ -39,27 +41,42 @@ def audit(
     from rich.table import Table
 
     from mlplatform.audit import audit_path, list_records
+    from mlplatform.errors import InvalidInputError
     from mlplatform.settings import get_settings
 
+    if as_json and as_jsonl:
+        raise InvalidInputError("--json (one document) and --jsonl (one line per record): choose one")
     settings = get_settings()
-    records = list_records(settings, action=action, actor=actor, since=parse_time(since), limit=limit,
-                           channel=channel)
+    since_time = parse_time(since)
+    records = list_records(settings, action=action, actor=actor, since=since_time, limit=limit, channel=channel)
+    doc = audit_document(records, audit_path(settings), action=action, actor=actor, channel=channel,
+                         since=since_time, limit=limit)
     if as_json:
-        from dataclasses import asdict
-
-        for rec in records:
-            typer.echo(json.dumps(asdict(rec), default=str))
+        emit_json(doc)
+        return
+    if as_jsonl:
+        for rec in doc["records"]:
+            typer.echo(json.dumps(rec, default=str))
         return
     if not records:
         console.print(f"no audit records match (log: {audit_path(settings)})", highlight=False)
         return
     table = Table("time", "actor", "channel", "action", "target", "reason", "details",
-                  title=f"audit log ({len(records)} shown)")
-    for rec in records:
-        details = ", ".join(f"{k}={_short(v)}" for k, v in rec.details.items() if k != "channel")
-        table.add_row(rec.time[:19], rec.actor, rec.channel or "", rec.action, rec.target, rec.reason or "",
-                      details[:160])
+                  title=f"audit log ({doc['count']} shown)")
+    for rec in doc["records"]:
+        details = ", ".join(f"{k}={_short(v)}" for k, v in rec["details"].items() if k != "channel")
+        table.add_row(rec["time"][:19], rec["actor"], rec["channel"] or "", rec["action"], rec["target"],
+                      rec["reason"] or "", details[:160])
     console.print(table)
+
+
+def audit_document(records: list, log: Any, **filters: Any) -> dict[str, Any]:
+    """``audit --json`` (docs/cli-json.md), and what its table shows: the matching records oldest first, as stored
+    in the log (``time``, ``actor``, ``channel``, ``action``, ``target``, ``reason``, ``details``), the filters
+    given and the log's location."""
+    from dataclasses import asdict
+
+    return {"log": log, "filters": filters, "count": len(records), "records": [asdict(r) for r in records]}
 
 
 def _short(value: Any) -> str:
@@ -74,7 +91,7 @@ def lineage(
     feature_view: Annotated[
         str | None, typer.Option("--feature-view", help="Show who consumes this view instead.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a tree.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """A model's chain back to raw data (training set, service, views, sources, seed), or a view's consumers."""
     from rich.tree import Tree
@@ -87,8 +104,8 @@ def lineage(
         raise InvalidInputError("give a MODEL_VERSION or --feature-view NAME (one of them)")
     settings = get_settings()
     info = model_lineage(settings, model_version) if model_version else feature_view_impact(settings, feature_view)
-    if as_json:
-        typer.echo(json.dumps(info, indent=2, default=str))
+    if as_json:  # docs/cli-json.md: what the tree below shows, times as ISO-8601 UTC
+        emit_json(info)
         return
     if model_version:
         m, ts, svc = info["model"], info["training_set"], info["feature_service"]
@@ -169,6 +186,10 @@ def _add_raw(parent, raw: dict) -> None:
         parent.add("raw data: no manifest found")
         return
     node = parent.add(f"raw data {raw['manifest']} (generator seed [cyan]{raw['seed']}[/])")
+    history = raw.get("history")
+    if history:
+        node.add(f"{history['name']}: {history['transactions']:,} transactions, {history['labels']:,} labels "
+                 "(history before the world's start: fills the windows, never training rows)")
     for p in raw["periods"]:
         node.add(
             f"{p['name']}: {p['transactions']:,} transactions, {p['labels']:,} labels"

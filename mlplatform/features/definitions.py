@@ -27,6 +27,8 @@ def apply_definitions(settings: Settings, validate: bool = True) -> list:
     from feast.repo_operations import apply_total
 
     repo = settings.feature_repo.resolve()
+    if settings.feast_registry_url:  # the SQL registry: one serialized transaction (mlplatform.features.sql_registry)
+        return _apply_sql(settings, repo)
     registry = settings.layout.registry_path
     registry.parent.mkdir(parents=True, exist_ok=True)
     backup = registry.with_name(registry.name + ".bak")
@@ -47,11 +49,37 @@ def apply_definitions(settings: Settings, validate: bool = True) -> list:
             raise
         raise DefinitionError(f"feast apply failed, registry left as it was: {type(exc).__name__}: {exc}") from exc
     backup.unlink(missing_ok=True)
+    return _applied(settings, f"feast registry {registry}")
+
+
+def _apply_sql(settings: Settings, repo) -> list:
+    from feast.repo_config import load_repo_config
+
+    from mlplatform.features.sql_registry import apply_total_atomic
+    from mlplatform.redact import redact
+
+    try:
+        with repo_on_path(repo):
+            config = load_repo_config(repo, settings.feature_store_yaml.resolve())
+            with contextlib.redirect_stdout(io.StringIO()):  # Feast prints "Deploying infrastructure for ..."
+                apply_total_atomic(config, repo)
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        raise DefinitionError(
+            f"feast apply failed, registry left as it was: {type(exc).__name__}: "
+            f"{redact(str(exc), [settings.feast_registry_url or ''])}"
+        ) from None
+    return _applied(settings, "feast sql registry")
+
+
+def _applied(settings: Settings, target: str) -> list:
+    """Audit a successful apply; the names of the views applied."""
     contents = parse_definitions(settings)
     views = contents.feature_views + contents.stream_feature_views + contents.on_demand_feature_views
     names = [fv.name for fv in views]
     from mlplatform.audit import record
 
-    record(settings, "apply", target=f"feast registry {registry}",
+    record(settings, "apply", target=target,
            details={"feature_views": sorted(names), "services": sorted(s.name for s in contents.feature_services)})
     return names

@@ -45,6 +45,7 @@ import pandas as pd
 from mlplatform.errors import ConflictError, DataNotFoundError, RegistryError
 from mlplatform.models.behaviour import run_behaviour_suite
 from mlplatform.models.locks import file_lock
+from mlplatform.models.page import refresh_model_pages
 from mlplatform.models.registry import (
     CHALLENGER,
     DONE,
@@ -169,6 +170,8 @@ def _commit(settings: Settings, registry: ModelRegistry, change: AliasChange) ->
     registry.write_intent(change)
     _fault("intent_written")
     _complete(settings, registry, change, recovered=False)
+    details = change.record.get("details") or {}
+    refresh_model_pages(settings, {*change.set.values(), details.get("golden_before")})
 
 
 def _recover(settings: Settings, registry: ModelRegistry) -> AliasChange | None:

@@ -1,11 +1,13 @@
 """The model registry: versions, boosters, input signatures, lineage and aliases (golden, challenger, ...).
 
-Backed by MLflow's model registry on a local SQLite file with no server (see docs/training.md for why). Layout
-under ``settings.layout.models_path`` (default ``<data_dir>/models``)::
+Backed by MLflow's model registry on a local SQLite file with no server (see docs/training.md for why), or, with
+``models_backend_url`` set, on that database (PostgreSQL; docs/cluster.md): artifacts, locks and the promotion journal
+stay on the filesystem either way. Layout under ``settings.layout.models_path`` (default ``<data_dir>/models``)::
 
-    mlflow.db                                   MLflow tracking + model registry (SQLite)
+    mlflow.db                                   MLflow tracking + model registry (SQLite; not with a backend URL)
     artifacts/<run_id>/artifacts/model/         the booster in MLflow's xgboost flavour (model.ubj, MLmodel)
-    artifacts/<run_id>/artifacts/model_card.json  signature, metrics, params, lineage, booster checksum
+    artifacts/<run_id>/artifacts/model_card.json  signature, metrics, params, lineage, booster checksum, decisions
+    artifacts/<run_id>/artifacts/evaluation/    test-split summary.json/.md, plots, predictions.parquet (training)
     artifacts/<run_id>/artifacts/training_stats.json  per-feature statistics of the training data (skew checks)
     artifacts/<run_id>/artifacts/training_set.parquet the training set the model was built from
     registry.lock / promotion.lock              inter-process locks
@@ -74,6 +76,8 @@ class ModelVersion:
     run_id: str = ""
     booster_sha256: str = ""
     artifact_dir: Path = field(default=Path(), repr=False)
+    # Decision thresholds chosen on the evaluation set (mlplatform.models.decisions); None for cards without them.
+    decisions: dict | None = None
 
     @property
     def booster_path(self) -> Path:
@@ -158,26 +162,60 @@ class ModelRegistry:
         self.root = settings.layout.models_path
         self.artifact_root = self.root / "artifacts"
         self.db_path = self.root / "mlflow.db"
+        self.backend_url = settings.models_backend_url  # None: the SQLite file db_path
         self.lock_path = self.root / "registry.lock"
         self.intent_path = self.root / INTENT_FILE
 
     # --- MLflow plumbing --------------------------------------------------------------------------------------
+    @property
+    def backend_uri(self) -> str:
+        """MLflow's backend store: ``models_backend_url`` or the SQLite file ``db_path``."""
+        return self.backend_url or f"sqlite:///{self.db_path}"
+
+    def _has_db(self) -> bool:
+        """False only while the SQLite file does not exist yet (a database at a URL is asked instead)."""
+        return self.backend_url is not None or self.db_path.exists()
+
     @cached_property
     def client(self):
-        """An MlflowClient on this registry's SQLite file (no global MLflow state is touched)."""
+        """An MlflowClient on this registry's backend store (no global MLflow state is touched)."""
         for noisy in ("mlflow", "alembic"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
         from mlflow import MlflowClient
 
         self.root.mkdir(parents=True, exist_ok=True)
-        uri = f"sqlite:///{self.db_path}"
+        uri = self.backend_uri
         with file_lock(self.lock_path):  # the first open creates and migrates the database
-            client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            try:
+                client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            except Exception as exc:
+                if self.backend_url is None:
+                    raise
+                raise RegistryError(self._unreachable(exc)) from None
         return client
 
-    def _read_db(self, sql: str, params: tuple) -> list[tuple] | None:
-        """Rows of a read-only query on MLflow's SQLite file, without loading MLflow (importing it and opening a
-        client takes seconds, more than a listing needs); None if the file does not have the schema expected."""
+    def _unreachable(self, exc: BaseException) -> str:
+        from mlplatform.redact import redact, redact_url
+
+        return (f"the model registry's database ({redact_url(self.backend_url or '')}) cannot be used "
+                f"({type(exc).__name__}: {redact(str(exc), [self.backend_url or ''])}); check that it answers and "
+                "that MLPLATFORM_MODELS_BACKEND_URL points at it")
+
+    @cached_property
+    def _engine(self):
+        """A SQLAlchemy engine on ``backend_url`` for the read-only fast path (PostgreSQL: no MLflow import)."""
+        from sqlalchemy import create_engine
+
+        options = {"connect_args": {"connect_timeout": 5}} if self.backend_url.startswith("postgres") else {}
+        return create_engine(self.backend_url, pool_pre_ping=True, **options)
+
+    def _read_db(self, sql: str, params: dict) -> list[tuple] | None:
+        """Rows of a read-only query on MLflow's database, without loading MLflow (importing it and opening a
+        client takes seconds, more than a listing needs): the SQLite file directly, a database at a URL through
+        SQLAlchemy. None if the database does not have the schema expected (yet); RegistryError if a database at a
+        URL does not answer."""
+        if self.backend_url is not None:
+            return self._read_url(sql, params)
         try:
             con = sqlite3.connect(f"{self.db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
         except sqlite3.Error:
@@ -188,6 +226,18 @@ class ModelRegistry:
             return None
         finally:
             con.close()
+
+    def _read_url(self, sql: str, params: dict) -> list[tuple] | None:
+        from sqlalchemy import exc as sa_exc
+        from sqlalchemy import text
+
+        try:
+            with self._engine.connect() as conn:
+                return [tuple(row) for row in conn.execute(text(sql), params)]
+        except sa_exc.ProgrammingError:  # no MLflow tables yet: the first write creates them
+            return None
+        except sa_exc.SQLAlchemyError as exc:
+            raise RegistryError(self._unreachable(exc)) from None
 
     def _experiment_id(self) -> str:
         exp = self.client.get_experiment_by_name(EXPERIMENT)
@@ -224,9 +274,10 @@ class ModelRegistry:
 
     def db_aliases(self) -> dict[str, int]:
         """alias -> version exactly as MLflow's database holds them ({} if nothing is registered yet)."""
-        if not self.db_path.exists():
+        if not self._has_db():
             return {}
-        rows = self._read_db("SELECT alias, version FROM registered_model_aliases WHERE name = ?", (self.name,))
+        rows = self._read_db("SELECT alias, version FROM registered_model_aliases WHERE name = :name",
+                             {"name": self.name})
         if rows is not None:
             return {str(alias): int(v) for alias, v in rows}
         from mlflow.exceptions import MlflowException
@@ -251,8 +302,12 @@ class ModelRegistry:
         training_stats_path: Path | None = None,
         training_set_path: Path | None = None,
         extra_files: dict[str, Path] | None = None,
+        decisions: dict | None = None,
     ) -> ModelVersion:
-        """Store the booster and its card as a new version; the version exists only once all files are written."""
+        """Store the booster and its card as a new version; the version exists only once all files are written.
+
+        ``decisions``: the decision thresholds (``mlplatform.models.decisions.decision_thresholds``), kept in the
+        card as ``decisions`` (absent from cards written without them)."""
         if len(feature_names) != len(feature_types):
             raise InvalidInputError(
                 f"{len(feature_names)} feature names but {len(feature_types)} feature types; they must pair up"
@@ -290,6 +345,8 @@ class ModelRegistry:
                         "booster_file": BOOSTER_FILE,
                         "booster_sha256": sha,
                     }
+                    if decisions is not None:
+                        card["decisions"] = decisions
                     (staging / CARD_FILE).write_text(json.dumps(card, indent=2, default=json_default))
                     if training_stats_path is not None:
                         shutil.copyfile(training_stats_path, staging / STATS_FILE)
@@ -413,13 +470,14 @@ class ModelRegistry:
             run_id=mv.run_id or "",
             booster_sha256=card["booster_sha256"],
             artifact_dir=artifact_dir,
+            decisions=card.get("decisions"),
         )
 
     def get(self, version: int) -> ModelVersion:
         """The version ``version``; DataNotFoundError if the registry has no such version."""
         from mlflow.exceptions import MlflowException
 
-        if not self.db_path.exists():
+        if not self._has_db():
             raise DataNotFoundError(f"no model registry at {self.root}: train a model first (`mlplatform train`)")
         try:
             mv = self.client.get_model_version(self.name, str(int(version)))
@@ -430,11 +488,11 @@ class ModelRegistry:
 
     def list_versions(self) -> list[ModelVersion]:
         """Every registered version, oldest first."""
-        if not self.db_path.exists():
+        if not self._has_db():
             return []
         rows = self._read_db(
-            "SELECT version, source, run_id FROM model_versions WHERE name = ? AND current_stage != ?",
-            (self.name, "Deleted_Internal"),  # MLflow's own filter for deleted versions
+            "SELECT version, source, run_id FROM model_versions WHERE name = :name AND current_stage != :deleted",
+            {"name": self.name, "deleted": "Deleted_Internal"},  # MLflow's own filter for deleted versions
         )
         if rows is None:
             found = self.client.search_model_versions(f"name = '{self.name}'")

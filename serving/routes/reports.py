@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse
 
-from mlplatform.contracts.reports import INDEX_FILE, REPORT_FILE, list_reports, render_index
+from mlplatform.contracts.reports import INDEX_FILE, REPORT_FILE, index_page
+from mlplatform.models.page import model_page_html, parse_page_name
 from mlplatform.settings import Settings
 
 
@@ -16,7 +17,7 @@ def reports_router(settings: Settings) -> APIRouter:
 
     @router.get("/", response_class=HTMLResponse, summary="Monitoring reports, newest first")
     def index() -> HTMLResponse:
-        return HTMLResponse(render_index(list_reports(folder)))
+        return HTMLResponse(index_page(folder))
 
     @router.get("/{name}", summary="One monitoring report (HTML page or JSON summary)", response_model=None)
     def report(name: str) -> FileResponse | HTMLResponse:
@@ -27,5 +28,9 @@ def reports_router(settings: Settings) -> APIRouter:
             raise HTTPException(404, f"no report {name!r}; see /reports/")
         media = "application/json" if name.endswith(".json") else "text/html"
         return FileResponse(path, media_type=media)
+
+    @router.get("/models/{name}", response_class=HTMLResponse, summary="One model version's page (v<N>.html)")
+    def model_page(name: str) -> HTMLResponse:
+        return HTMLResponse(model_page_html(settings, parse_page_name(name)))
 
     return router

@@ -59,9 +59,9 @@ def test_cli_options_take_relative_times(tmp_path, cli):
 
     settings = make_settings(tmp_path, actor="carol")
     record(settings, "apply", "registry")
-    recent = cli(settings, ["audit", "--since", "now-1h", "--json"])
+    recent = cli(settings, ["audit", "--since", "now-1h", "--jsonl"])
     assert recent.exit_code == 0 and '"carol"' in recent.output
-    later = cli(settings, ["audit", "--since=+1h", "--json"])
+    later = cli(settings, ["audit", "--since=+1h", "--jsonl"])
     assert later.exit_code == 0 and later.output.strip() == ""
     bad = cli(settings, ["audit", "--since", "now-1y"])
     assert bad.exit_code == 2 and "now-1y" in bad.output

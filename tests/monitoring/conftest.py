@@ -183,6 +183,10 @@ def served_world(applied_world, redis_dbs, tmp_path_factory) -> ServedWorld:
     after = (pd.Timestamp(latest).ceil("h") + pd.Timedelta(hours=1)).tz_convert("UTC")
     rng = np.random.default_rng(6)  # spread over two days after the data: two daily quality windows
     live["event_timestamp"] = after + pd.to_timedelta(rng.integers(0, 2 * 86_400, len(live)), unit="s")
+    # a raw transaction moved by whole days is a replay (judged at its original time): these are live traffic
+    original = raw["transactions"].set_index("transaction_id").loc[live["transaction_id"], "event_timestamp"]
+    moved_s = (live["event_timestamp"].to_numpy() - original.to_numpy()) // np.timedelta64(1, "s")
+    live.loc[moved_s % 86_400 == 0, "event_timestamp"] += pd.Timedelta(seconds=1)
     backdated = raw["transactions"][raw["transactions"]["event_timestamp"] < latest - pd.Timedelta(days=2)]
     backdated = backdated.sample(15, random_state=7)[["transaction_id", "customer_id", "merchant_id", "amount",
                                                        "event_timestamp"]]
@@ -225,3 +229,15 @@ def send(app, frame: pd.DataFrame) -> list[dict]:
             assert response.status_code == 200, response.text
             out.extend(response.json()["predictions"])
     return out
+
+
+def log_served(dw: DriftWorld, frame: pd.DataFrame, data_dir: Path, **overrides) -> Settings:
+    """Serving's feature log of ``frame`` (features at each transaction's own time) in ``data_dir``; the settings
+    that read it (``monitor_settings`` over the drift world)."""
+    from mlplatform.contracts.feature_log import write_feature_log
+
+    settings = monitor_settings(data_dir, dw.settings, **overrides)
+    ts = pd.to_datetime(frame["event_timestamp"], utc=True) + pd.Timedelta(microseconds=1)
+    rows = log_rows(frame, dw.names, dw.version, score(dw.booster, frame, dw.names), ts)
+    write_feature_log(settings.layout.feature_logs_dir, rows)
+    return settings

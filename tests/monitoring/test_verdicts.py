@@ -15,20 +15,10 @@ import json
 import pandas as pd
 
 import monitoring.steps  # noqa: F401 - registers monitor.check, the daily pipeline's step
-from mlplatform.contracts.feature_log import write_feature_log
 from mlplatform.errors import ExitCode
 from mlplatform.steps import run_step
 from monitoring.quality import run_quality
-from tests.monitoring.conftest import DRIFT_WORLD, log_rows, monitor_settings, score
-
-
-def _log(dw, frame: pd.DataFrame, data_dir, **overrides):
-    """Serving's feature log of ``frame`` (features at each transaction's own time) in ``data_dir``."""
-    settings = monitor_settings(data_dir, dw.settings, **overrides)
-    ts = pd.to_datetime(frame["event_timestamp"], utc=True) + pd.Timedelta(microseconds=1)
-    rows = log_rows(frame, dw.names, dw.version, score(dw.booster, frame, dw.names), ts)
-    write_feature_log(settings.layout.feature_logs_dir, rows)
-    return settings
+from tests.monitoring.conftest import DRIFT_WORLD, log_served, monitor_settings
 
 
 def _latest(settings, kind: str) -> dict:
@@ -49,7 +39,7 @@ def test_check_exit_codes_follow_what_was_judged(drift_world, tmp_path, cli):
     n = len(drift_world.same)
     assert n == len(drift_world.drifted)
     same = tmp_path / "same"
-    judged = _log(drift_world, drift_world.same, same, monitoring_min_rows=n)
+    judged = log_served(drift_world, drift_world.same, same, monitoring_min_rows=n)
     ok = cli(judged, ["monitor", "check"])
     assert ok.exit_code == ExitCode.OK, ok.output
     report = _latest(judged, "check")
@@ -73,7 +63,7 @@ def test_check_exit_codes_follow_what_was_judged(drift_world, tmp_path, cli):
     assert parts["quality"]["status"] == "too few labels"
 
     drifted = tmp_path / "drifted"
-    breach = cli(_log(drift_world, drift_world.drifted, drifted, monitoring_min_rows=n), ["monitor", "check"])
+    breach = cli(log_served(drift_world, drift_world.drifted, drifted, monitoring_min_rows=n), ["monitor", "check"])
     assert breach.exit_code == ExitCode.BREACH, breach.output
     # the very same drifted rows, one row short of the minimum: the drift is not a verdict, nothing breaches
     short = monitor_settings(drifted, drift_world.settings, monitoring_min_rows=n + 1)
@@ -86,7 +76,7 @@ def test_check_exit_codes_follow_what_was_judged(drift_world, tmp_path, cli):
 def test_skew_on_a_few_rows_says_it_cannot_judge(drift_world, tmp_path, cli):
     """The newcomer's case: 7 drifted rows. The figures are shown, marked not judged, everywhere."""
     few = drift_world.drifted.sample(7, random_state=3).sort_values("event_timestamp")
-    settings = _log(drift_world, few, tmp_path / "few")
+    settings = log_served(drift_world, few, tmp_path / "few")
     out = cli(settings, ["monitor", "skew"])
     assert out.exit_code == 0, out.output
     text = " ".join(out.output.split())
@@ -114,7 +104,7 @@ def test_skew_on_a_few_rows_says_it_cannot_judge(drift_world, tmp_path, cli):
 
 def test_quality_without_labels_explains_why(drift_world, tmp_path, cli):
     served = drift_world.drifted.sample(50, random_state=4).sort_values("event_timestamp")
-    settings = _log(drift_world, served, tmp_path / "quality")
+    settings = log_served(drift_world, served, tmp_path / "quality")
     (settings.data_path / "raw").symlink_to(drift_world.settings.layout.raw_dir)  # labels live with the raw data
     labels = _raw_labels(drift_world)
 

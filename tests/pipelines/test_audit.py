@@ -78,7 +78,7 @@ def test_filters_and_cli(tmp_path, cli):
     rec = list_records(settings, action="rollback")[0]
     assert rec.reason == "bad latency" and rec.target == "model fraud v1" and rec.time.endswith("Z")
 
-    out = cli(settings, ["audit", "--action", "=promote", "--json"])
+    out = cli(settings, ["audit", "--action", "=promote", "--jsonl"])
     assert out.exit_code == 0, out.output
     (line,) = out.output.strip().splitlines()
     assert json.loads(line)["actor"] == "bob"
@@ -99,7 +99,7 @@ def test_action_families_patterns_and_exact_names(tmp_path, cli):
     assert [r.action for r in list_records(settings, action="*promote*")] == [
         "promote", "force_promote", "promote_refused"]
     assert [r.action for r in list_records(settings, action="rollback")] == ["rollback"]
-    out = cli(settings, ["audit", "--action", "promote", "--json"])
+    out = cli(settings, ["audit", "--action", "promote", "--jsonl"])
     assert out.exit_code == 0, out.output
     assert [json.loads(line)["action"] for line in out.output.splitlines()] == PROMOTION_FAMILY
     helptext = " ".join(cli(settings, ["audit", "--help"]).output.split())
@@ -125,7 +125,7 @@ def test_channel_is_its_own_field_apart_from_the_actor(tmp_path, cli):
 
     assert [r.action for r in list_records(settings, channel="pipeline")] == ["materialize"]
     assert [r.action for r in list_records(settings, actor="alice", channel="cli")] == ["apply"]
-    out = cli(settings, ["audit", "--channel", "api", "--json"])
+    out = cli(settings, ["audit", "--channel", "api", "--jsonl"])
     assert out.exit_code == 0 and [json.loads(x)["action"] for x in out.output.splitlines()] == ["rollback"]
     table = cli(settings, ["audit"])
     assert table.exit_code == 0 and "channel" in table.output and "monitoring" in table.output
@@ -145,7 +145,7 @@ def test_records_written_before_channels_still_read(tmp_path, cli):
     recs = list_records(settings)
     assert [(r.action, r.channel) for r in recs] == [("promote", "cli"), ("apply", None)]
     assert [r.action for r in list_records(settings, channel="cli")] == ["promote"]
-    out = cli(settings, ["audit", "--json"])
+    out = cli(settings, ["audit", "--jsonl"])
     assert out.exit_code == 0 and [json.loads(x)["channel"] for x in out.output.splitlines()] == ["cli", None]
 
 
@@ -205,10 +205,10 @@ def test_promotions_record_who_and_which_channel(tmp_path, cli):
     assert recs[2].reason == "drill" and recs[5].reason == "monitoring breach: drift"
     assert registry.golden().version == good  # the refusals changed nothing
 
-    out = cli(settings, ["audit", "--actor", "alice", "--json"])
+    out = cli(settings, ["audit", "--actor", "alice", "--jsonl"])
     assert out.exit_code == 0
     assert [json.loads(x)["action"] for x in out.output.splitlines()] == [
         "promote", "promote_refused", "force_promote", "rollback"]
-    refusals = cli(settings, ["audit", "--action", "promote_refused", "--channel", "monitoring", "--json"])
+    refusals = cli(settings, ["audit", "--action", "promote_refused", "--channel", "monitoring", "--jsonl"])
     (line,) = refusals.output.splitlines()
     assert json.loads(line)["actor"] == "bob" and json.loads(line)["target"] == f"model fraud v{small}"

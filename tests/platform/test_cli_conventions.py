@@ -40,10 +40,12 @@ def test_version_is_the_installed_package_version(cli, tmp_path):
 
 # --- a closed pipe ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "args", [["audit", "--json", "--limit", "1000"], ["audit", "--limit", "1000"]], ids=["json-lines", "table"]
+    "args",
+    [["audit", "--jsonl", "--limit", "1000"], ["audit", "--json", "--limit", "1000"], ["audit", "--limit", "1000"]],
+    ids=["json-lines", "json-document", "table"],
 )
 def test_a_reader_closing_the_pipe_early_is_a_normal_exit(tmp_path, args):
-    """`mlplatform audit --json | head -c 100`: the real console script, its stdout read for 100 bytes, then closed."""
+    """`mlplatform audit --jsonl | head -c 100`: the real console script, its stdout read for 100 bytes, then closed."""
     settings = make_settings(tmp_path)
     _noisy_audit_log(settings)
     assert sum(p.stat().st_size for p in tmp_path.rglob("*.jsonl")) > 4 * 65536  # far more than a pipe buffers
@@ -68,7 +70,7 @@ def test_a_pipe_left_open_gets_everything(tmp_path):
     settings = make_settings(tmp_path)
     _noisy_audit_log(settings, records=50)
     done = subprocess.run(
-        [str(MLPLATFORM), "audit", "--json", "--limit", "1000"],
+        [str(MLPLATFORM), "audit", "--jsonl", "--limit", "1000"],
         capture_output=True,
         text=True,
         env=process_environ(settings),

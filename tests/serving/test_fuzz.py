@@ -237,11 +237,12 @@ def _fuzzer(service, schema, spec: dict, method: str, path: str, statuses: set[i
 
 
 OPERATIONS = [  # every operation of /openapi.json (test_the_fuzzed_operations_are_every_operation keeps it so)
-    "POST /v1/predict", "POST /v1/predict/batch", "GET /v1/models", "POST /v1/models/{version}/promote",
-    "POST /v1/push", "POST /v1/events", "GET /healthz", "GET /readyz", "GET /metrics", "GET /reports/",
-    "GET /reports/{name}",
+    "POST /v1/predict", "POST /v1/predict/batch", "POST /v1/features", "GET /v1/models",
+    "POST /v1/models/{version}/promote", "POST /v1/push", "POST /v1/events", "GET /healthz", "GET /readyz",
+    "GET /metrics", "GET /reports/", "GET /reports/{name}", "GET /reports/models/{name}",
 ]
-HAPPY_AND_REFUSED = ("POST /v1/predict", "POST /v1/predict/batch", "POST /v1/push", "POST /v1/models/{version}/promote")
+HAPPY_AND_REFUSED = ("POST /v1/predict", "POST /v1/predict/batch", "POST /v1/features", "POST /v1/push",
+                     "POST /v1/models/{version}/promote")
 
 
 @pytest.fixture(scope="module")

@@ -30,3 +30,22 @@ def test_compose_and_dockerfile_match_settings():
         assert name.removeprefix("MLPLATFORM_").lower() in fields, name
     docs = (PROJECT_ROOT / "docs" / "serving.md").read_text()
     assert "docker compose -f infra/compose.yaml up" in docs and "MLPLATFORM_SERVING_API_KEY" in docs
+
+
+def test_the_mlflow_ui_runs_the_registrys_own_mlflow_version_read_only():
+    """MLflow's UI (compose profile ``mlflow``) must be the version the registry's database was written with (else
+    its server would migrate the schema under mlplatform), read the registry's own files, and write nothing."""
+    compose = yaml.safe_load((PROJECT_ROOT / "infra" / "compose.yaml").read_text())
+    ui = compose["services"]["mlflow"]
+    assert ui["profiles"] == ["mlflow"] and ui["ports"] == ["127.0.0.1:5000:5000"]
+    assert all(v.startswith("../data:") and v.endswith(":ro") for v in ui["volumes"])
+    dockerfile = (PROJECT_ROOT / "infra" / ui["build"]["context"].removeprefix("./") / "Dockerfile").read_text()
+    lock = (PROJECT_ROOT / "requirements.lock").read_text()
+    (skinny,) = re.findall(r"^mlflow-skinny==(\S+)$", lock, flags=re.M)
+    assert f"ARG MLFLOW_VERSION={skinny}" in dockerfile and '"mlflow==${MLFLOW_VERSION}"' in dockerfile
+    assert "/models/mlflow.db" in dockerfile and "/models/artifacts" in dockerfile  # the registry's layout
+    from mlplatform.models.registry import ModelRegistry
+
+    registry = ModelRegistry(Settings(_env_file=None, data_dir=PROJECT_ROOT / "data"))
+    assert registry.db_path.name == "mlflow.db" and registry.artifact_root.name == "artifacts"
+    assert registry.db_path.parent.name == registry.artifact_root.parent.name == "models"

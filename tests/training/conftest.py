@@ -40,7 +40,8 @@ def trained(applied_world, empty_registry_db, tmp_path_factory):
     from training.pipeline import train_and_register
 
     root = tmp_path_factory.mktemp("trained")
-    settings = make_settings(applied_world.data_path, models_dir=root / "models")
+    settings = make_settings(applied_world.data_path, models_dir=root / "models",
+                             monitoring_reports_dir=root / "reports")  # its model pages stay its own
     settings.layout.models_path.mkdir(parents=True)
     shutil.copyfile(empty_registry_db, settings.layout.models_path / "mlflow.db")
     dataset = build_training_set(settings, out_dir=root / "dataset")
