@@ -105,7 +105,7 @@ def test_drift_shifts_the_documented_signals_only(world_dir):
     assert 0.85 < rate_after / rate_before < 1.15
 
 
-def test_an_unlabeled_history_fills_the_seven_day_windows_from_the_first_day(world_dir):
+def test_a_history_fills_the_seven_day_windows_from_the_first_day(world_dir):
     """The world does not begin empty: ``history_days`` of transactions (and their labels) before its start, so a
     base-period transaction's 7-day window holds as many earlier transactions in the first week as later (brute
     force over the raw files)."""
