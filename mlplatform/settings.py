@@ -8,12 +8,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mlplatform.layout import DataLayout
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+# Feast's offline store type for each engine (feature_store*.yaml: ``offline_store.type``)
+_FEAST_OFFLINE_STORE_TYPES = {"duckdb": "mlplatform.features.offline_store.AsofDuckDBOfflineStore", "spark": "spark"}
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,27 @@ class Settings(BaseSettings):
     redis_addr: str = Field(
         "127.0.0.1:6379", repr=False,  # may carry a password: never in a repr or a log line
         description="Redis online store as Feast's connection string: host:port[,password=...][,db=N].",
+    )
+    profile: Literal["local", "cluster"] = Field(
+        "local",
+        description="One switch for the stores behind the same feature_repo/ definitions. `local`: DuckDB over Parquet, "
+        "one Redis, file registries (PostgreSQL ones where their URLs are set). `cluster`: Feast's Spark offline store "
+        "and Spark compute engine, Redis Cluster, Feast's SQL registry and MLflow on PostgreSQL "
+        "(MLPLATFORM_FEAST_REGISTRY_URL and MLPLATFORM_MODELS_BACKEND_URL required). offline_store and redis_cluster "
+        "override one part each. See docs/cluster.md.",
+    )
+    offline_store: Literal["duckdb", "spark"] | None = Field(
+        None, description="Feast's offline store (historical retrieval, Feast's materialization): `duckdb` (DuckDB over "
+        "the Parquet tables) or `spark` (Feast's Spark offline store and compute engine over the same tables). Unset: "
+        "`spark` in the cluster profile, else `duckdb`. Run `mlplatform apply` after changing it.",
+    )
+    redis_cluster: bool | None = Field(
+        None, description="The online store is a Redis Cluster: redis_addr lists seed nodes, host:port[,host:port...]"
+        "[,password=...]. Unset: true in the cluster profile, else false.",
+    )
+    spark_master: str = Field(
+        "local[2]", description="Spark master of the Spark offline store and compute engine (`local[N]` runs Spark "
+        "in-process; a cluster's URL such as spark://host:7077 or k8s://...).",
     )
     registry: Path | None = Field(None, description="Feast registry file; default <data_dir>/registry.db.")
     feast_registry_url: str | None = Field(
@@ -305,6 +330,27 @@ class Settings(BaseSettings):
                 return "postgresql+psycopg://" + url[len(bare):]
         return url
 
+    @model_validator(mode="after")
+    def _cluster_needs_postgres(self) -> Settings:
+        """The cluster profile keeps no registry on a local file: both registry URLs must be set."""
+        if self.profile == "cluster":
+            missing = [name for name, url in (("MLPLATFORM_FEAST_REGISTRY_URL", self.feast_registry_url),
+                                              ("MLPLATFORM_MODELS_BACKEND_URL", self.models_backend_url)) if not url]
+            if missing:
+                raise ValueError(f"MLPLATFORM_PROFILE=cluster needs {' and '.join(missing)} (PostgreSQL URLs, "
+                                 "see docs/cluster.md)")
+        return self
+
+    @property
+    def offline_engine(self) -> Literal["duckdb", "spark"]:
+        """The offline store in use: ``offline_store`` if set, else by ``profile``."""
+        return self.offline_store or ("spark" if self.profile == "cluster" else "duckdb")
+
+    @property
+    def uses_redis_cluster(self) -> bool:
+        """Whether the online store is a Redis Cluster: ``redis_cluster`` if set, else by ``profile``."""
+        return self.redis_cluster if self.redis_cluster is not None else self.profile == "cluster"
+
     @property
     def feature_store_yaml(self) -> Path:
         """The Feast configuration in use: ``feature_store.cluster.yaml`` (SQL registry) when ``feast_registry_url``
@@ -337,6 +383,11 @@ class Settings(BaseSettings):
             "MLPLATFORM_REGISTRY_TTL_SECONDS": str(self.registry_ttl_seconds),
             "MLPLATFORM_REDIS_TIMEOUT_SECONDS": str(self.redis_timeout_seconds),
             "MLPLATFORM_FEAST_REGISTRY_URL": self.feast_registry_url or "",  # "": unset (the file registry)
+            "MLPLATFORM_OFFLINE_STORE": self.offline_engine,  # feature_repo/sources.py: FileSource or SparkSource
+            "MLPLATFORM_FEAST_OFFLINE_STORE_TYPE": _FEAST_OFFLINE_STORE_TYPES[self.offline_engine],
+            "MLPLATFORM_FEAST_BATCH_ENGINE": "spark.engine" if self.offline_engine == "spark" else "local",
+            "MLPLATFORM_REDIS_TYPE": "redis_cluster" if self.uses_redis_cluster else "redis",
+            "MLPLATFORM_SPARK_MASTER": self.spark_master,
         }
 
     def export_feast_env(self) -> None:
