@@ -86,8 +86,8 @@ demo: setup ## Run the whole journey end to end on an embedded Redis (no server 
 test: setup browser ## Run the whole test suite (Redis: yours if it answers, else an embedded one; see README)
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
-test-fast: setup ## Quick inner loop: only the tests that need no Redis (-m "not integration")
-	$(VENV)/bin/pytest -q -p no:cacheprovider -m "not integration"
+test-fast: setup ## Quick inner loop: the tests that need no Redis and no cluster profile (-m "not integration and not cluster")
+	$(VENV)/bin/pytest -q -p no:cacheprovider -m "not integration and not cluster"
 
 bench: setup ## Run the benchmarks and write bench/results.md
 	$(PY) -m bench.run

@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import make_settings, process_environ
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
 SERVER_URL = os.environ.get("MLPLATFORM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REGISTRY_TABLES = {  # Feast's SQL registry: table -> (proto column, proto class name)
