@@ -28,19 +28,30 @@ class RedisAddress:
     port: int
     db: int = 0
     password: str | None = field(default=None, repr=False)
+    nodes: tuple[tuple[str, int], ...] = ()  # every host:port given: a Redis Cluster's seed nodes (first: host:port)
 
     @classmethod
     def parse(cls, addr: str) -> RedisAddress:
-        """Read ``host:port[,key=value...]`` (the format of ``MLPLATFORM_REDIS_ADDR`` and feature_store.yaml)."""
-        hostport, *parts = addr.split(",")
-        host, _, port = hostport.strip().rpartition(":")
-        options = dict(part.strip().split("=", 1) for part in parts if "=" in part)
-        return cls(host or "127.0.0.1", int(port or 6379), int(options.get("db", 0)), options.get("password"))
+        """Read ``host:port[,host:port...][,key=value...]`` (the format of ``MLPLATFORM_REDIS_ADDR`` and
+        feature_store.yaml; several host:port are a Redis Cluster's seed nodes, as in Feast's connection string)."""
+        parts = [part.strip() for part in addr.split(",")]
+        options = dict(part.split("=", 1) for part in parts if "=" in part)
+        nodes = []
+        for part in (p for p in parts if "=" not in p):
+            host, _, port = part.rpartition(":")
+            if port and not port.isdigit():
+                raise ValueError(f"a Redis address is host:port[,key=value...]; '{part}' has no port number")
+            nodes.append((host or "127.0.0.1", int(port or 6379)))
+        if not nodes:
+            nodes.append(("127.0.0.1", 6379))
+        (host, port), *_ = nodes
+        return cls(host, port, int(options.get("db", 0)), options.get("password"), tuple(nodes))
 
     def __str__(self) -> str:
         """The address with any password masked: safe for messages and logs."""
         extra = (",password=***" if self.password else "") + (f",db={self.db}" if self.db else "")
-        return f"{self.host}:{self.port}{extra}"
+        hosts = ",".join(f"{h}:{p}" for h, p in self.nodes) or f"{self.host}:{self.port}"
+        return f"{hosts}{extra}"
 
 
 class Settings(BaseSettings):
@@ -56,16 +67,16 @@ class Settings(BaseSettings):
     )
     profile: Literal["local", "cluster"] = Field(
         "local",
-        description="One switch for the stores behind the same feature_repo/ definitions. `local`: DuckDB over Parquet, "
-        "one Redis, file registries (PostgreSQL ones where their URLs are set). `cluster`: Feast's Spark offline store "
-        "and Spark compute engine, Redis Cluster, Feast's SQL registry and MLflow on PostgreSQL "
+        description="One switch for the stores behind the same feature_repo/ definitions. `local`: DuckDB over "
+        "Parquet, one Redis, file registries (PostgreSQL ones where their URLs are set). `cluster`: Feast's Spark "
+        "offline store and Spark compute engine, Redis Cluster, Feast's SQL registry and MLflow on PostgreSQL "
         "(MLPLATFORM_FEAST_REGISTRY_URL and MLPLATFORM_MODELS_BACKEND_URL required). offline_store and redis_cluster "
         "override one part each. See docs/cluster.md.",
     )
     offline_store: Literal["duckdb", "spark"] | None = Field(
-        None, description="Feast's offline store (historical retrieval, Feast's materialization): `duckdb` (DuckDB over "
-        "the Parquet tables) or `spark` (Feast's Spark offline store and compute engine over the same tables). Unset: "
-        "`spark` in the cluster profile, else `duckdb`. Run `mlplatform apply` after changing it.",
+        None, description="Feast's offline store (historical retrieval, Feast's materialization): `duckdb` (DuckDB "
+        "over the Parquet tables) or `spark` (Feast's Spark offline store and compute engine over the same tables). "
+        "Unset: `spark` in the cluster profile, else `duckdb`. Run `mlplatform apply` after changing it.",
     )
     redis_cluster: bool | None = Field(
         None, description="The online store is a Redis Cluster: redis_addr lists seed nodes, host:port[,host:port...]"

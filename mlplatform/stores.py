@@ -108,21 +108,55 @@ def bounded_redis(host: str, port: int, timeout: float, **options: Any) -> redis
     return client
 
 
+def bounded_redis_cluster(addr: RedisAddress, timeout: float, **options: Any):
+    """A redis-py ``RedisCluster`` client over ``addr``'s seed nodes that fails fast like ``bounded_redis``: each key
+    goes to the master owning its hash slot (a pipeline is split into one per node), connect/read timeout
+    ``timeout``, no retries inside a call, network failures as ``RedisUnavailable``."""
+    from redis.cluster import ClusterNode, RedisCluster
+
+    if addr.db:
+        raise ValueError(f"a Redis Cluster has only database 0; MLPLATFORM_REDIS_ADDR asks for db={addr.db}")
+    options.setdefault("socket_timeout", timeout)
+    options.setdefault("socket_connect_timeout", options["socket_timeout"])
+    try:  # the client reads the slot map from the first seed node that answers
+        return RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in addr.nodes],
+                            password=addr.password, retry=Retry(NoBackoff(), 0), **options)
+    except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
+        raise RedisUnavailable(
+            f"the online store (Redis Cluster at {addr}) did not answer ({type(exc).__name__}: "
+            f"{redact(str(exc), [addr.password or ''])}); check that it runs and that MLPLATFORM_REDIS_ADDR lists its "
+            "nodes"
+        ) from None
+
+
 def redis_client(settings: Settings, timeout: float | None = None) -> redis.Redis:
-    """A bounded redis-py client for the online store's address (``bounded_redis``; default timeout
-    ``settings.redis_timeout_seconds``)."""
+    """A bounded redis-py client for the online store's address (``bounded_redis``; ``bounded_redis_cluster`` when
+    the online store is a Redis Cluster; default timeout ``settings.redis_timeout_seconds``)."""
     addr = RedisAddress.parse(settings.redis_addr)
-    return bounded_redis(addr.host, addr.port, settings.redis_timeout_seconds if timeout is None else timeout,
-                         password=addr.password, db=addr.db)
+    timeout = settings.redis_timeout_seconds if timeout is None else timeout
+    if settings.uses_redis_cluster:
+        return bounded_redis_cluster(addr, timeout)
+    return bounded_redis(addr.host, addr.port, timeout, password=addr.password, db=addr.db)
 
 
 def async_redis_client(settings: Settings, timeout: float, max_connections: int = 256):
-    """An asyncio Redis client over one pool that fails fast (no retries): the service answers 503 instead."""
+    """An asyncio Redis client over one pool that fails fast (no retries): the service answers 503 instead. A
+    ``redis.asyncio.RedisCluster`` (one pool per master) when the online store is a Redis Cluster."""
     import redis.asyncio as aredis
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
 
     addr = RedisAddress.parse(settings.redis_addr)
+    if settings.uses_redis_cluster:
+        from redis.asyncio.cluster import ClusterNode
+
+        if addr.db:
+            raise ValueError(f"a Redis Cluster has only database 0; MLPLATFORM_REDIS_ADDR asks for db={addr.db}")
+        return aredis.RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in addr.nodes], password=addr.password,
+            socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0),
+            max_connections=max_connections, health_check_interval=0,
+        )
     return aredis.Redis(
         host=addr.host, port=addr.port, db=addr.db, password=addr.password, socket_timeout=timeout,
         socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0), max_connections=max_connections,

