@@ -27,7 +27,7 @@ import typer
 from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 
-from mlplatform.errors import ExitCode, MLPlatformError
+from mlplatform.errors import ExitCode, InvalidInputError, MLPlatformError
 from mlplatform.timeutil import parse_interval, parse_time
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -158,16 +158,41 @@ def friendly(fn: F) -> F:
         except (typer.Exit, typer.Abort, KeyboardInterrupt, BrokenPipeError):
             raise
         except Exception as exc:
+            if (invalid := settings_error(exc)) is not None:
+                _fail(f"[bold red]error:[/] {escape(_safe(str(invalid)))}", invalid, invalid.exit_code, as_json)
             if _is_redis_error(exc):  # a Redis failure that no typed wrapper caught: still exit 5, not "a bug"
                 _fail(f"[bold red]error:[/] the online store did not answer: "
                       f"{escape(_safe(f'{type(exc).__name__}: {exc}'))}", exc, ExitCode.ONLINE_STORE_UNAVAILABLE,
                       as_json)
-            if get_settings().debug:
+            if _debug():
                 raise
             _fail(f"[bold red]unexpected error:[/] {escape(_safe(f'{type(exc).__name__}: {exc}'))}\n"
                   "(a bug: set MLPLATFORM_DEBUG=1 for the traceback and report it)", exc, ExitCode.FAILURE, as_json)
 
     return wrapper  # type: ignore[return-value]
+
+
+def settings_error(exc: BaseException) -> InvalidInputError | None:
+    """The settings' validation error ``exc`` as an ``InvalidInputError`` naming each variable and what is wrong
+    with it (never its value: it may be a password), else None."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError) or exc.title != "Settings":
+        return None
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        message = str(error["msg"]).removeprefix("Value error, ")
+        names = ".".join(str(part) for part in error["loc"])
+        problems.append(f"MLPLATFORM_{names.upper()}: {message}" if names else message)
+    return InvalidInputError("invalid settings: " + "; ".join(problems))
+
+
+def _debug() -> bool:
+    """``MLPLATFORM_DEBUG`` as the settings read it (False when the settings do not load)."""
+    try:
+        return get_settings().debug
+    except Exception:  # noqa: BLE001 - the error being reported is the command's
+        return False
 
 
 def _fail(message: str, exc: BaseException, code: int, as_json: bool) -> NoReturn:

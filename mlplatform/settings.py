@@ -267,6 +267,23 @@ class Settings(BaseSettings):
     monitoring_reports_dir: Path | None = Field(
         None, description="Where monitoring reports (HTML + JSON) and their index.html go; default <data_dir>/reports."
     )
+    feature_logs_uri: str | None = Field(
+        None, repr=False,  # a URL may carry credentials: never in a repr or a log line
+        description="Where monitoring reads the feature logs from: a folder path, file:///..., memory://... or "
+        "s3://bucket/prefix (pip install s3fs; credentials from the standard AWS variables). The service writes each "
+        "Parquet part under <data_dir>/feature_logs/ first (write-ahead file, fsync, rename), then ships it there "
+        "whole and deletes it locally. Unset: <data_dir>/feature_logs. See docs/cluster.md.",
+    )
+    scores_uri: str | None = Field(
+        None, repr=False,  # a URL may carry credentials: never in a repr or a log line
+        description="Where `mlplatform score` puts its Parquet files (as feature_logs_uri; each file is written "
+        "locally under <data_dir>/scores/ and put there whole). Unset: <data_dir>/scores.",
+    )
+    reports_uri: str | None = Field(
+        None, repr=False,  # a URL may carry credentials: never in a repr or a log line
+        description="Where monitoring reports, model pages and their index.html go and /reports/ reads them from (as "
+        "feature_logs_uri; each file is one whole put). Unset: monitoring_reports_dir. Set one of the two.",
+    )
     monitoring_sample_rows: int = Field(
         10_000, ge=100, description="Rows of each side (training set, served rows) the Evidently skew report sees; "
         "larger sides are sampled uniformly with a fixed seed (Evidently's time grows with rows x features)."
@@ -341,6 +358,20 @@ class Settings(BaseSettings):
                 return "postgresql+psycopg://" + url[len(bare):]
         return url
 
+    @field_validator("feature_logs_uri", "scores_uri", "reports_uri")
+    @classmethod
+    def _blank_uri(cls, uri: str | None) -> str | None:
+        """Empty means unset (the local folder)."""
+        return uri.strip() if uri and uri.strip() else None
+
+    @model_validator(mode="after")
+    def _one_reports_folder(self) -> Settings:
+        """Reports go to one place: MLPLATFORM_REPORTS_URI or MLPLATFORM_MONITORING_REPORTS_DIR, not both."""
+        if self.reports_uri and self.monitoring_reports_dir:
+            raise ValueError("set MLPLATFORM_REPORTS_URI or MLPLATFORM_MONITORING_REPORTS_DIR, not both (both say "
+                             "where monitoring reports go)")
+        return self
+
     @model_validator(mode="after")
     def _cluster_needs_postgres(self) -> Settings:
         """The cluster profile keeps no registry on a local file: both registry URLs must be set."""
@@ -377,7 +408,8 @@ class Settings(BaseSettings):
     @property
     def layout(self) -> DataLayout:
         """Every path under the data folder (mlplatform.layout)."""
-        return DataLayout(self.data_path, self.registry, self.models_dir, self.monitoring_reports_dir)
+        return DataLayout(self.data_path, self.registry, self.models_dir, self.monitoring_reports_dir,
+                          self.feature_logs_uri, self.scores_uri, self.reports_uri)
 
     @property
     def redis_host_port(self) -> tuple[str, int]:
@@ -386,7 +418,9 @@ class Settings(BaseSettings):
         return addr.host, addr.port
 
     def feast_env(self) -> dict[str, str]:
-        """The variables ``feature_store.yaml`` and the definitions read, resolved from these settings."""
+        """The variables ``feature_store.yaml`` and the definitions read, resolved from these settings (with the
+        Spark offline store also those its Spark session starts with: ``PYSPARK_SUBMIT_ARGS``...)."""
+        from mlplatform.features.spark_session import spark_environ
         return {
             "MLPLATFORM_DATA_DIR": str(self.data_path),
             "MLPLATFORM_REDIS_ADDR": self.redis_addr,
@@ -399,6 +433,8 @@ class Settings(BaseSettings):
             "MLPLATFORM_FEAST_BATCH_ENGINE": "spark.engine" if self.offline_engine == "spark" else "local",
             "MLPLATFORM_REDIS_TYPE": "redis_cluster" if self.uses_redis_cluster else "redis",
             "MLPLATFORM_SPARK_MASTER": self.spark_master,
+            # the JVM Feast's Spark store starts: master, UTC, Arrow (mlplatform.features.spark_session)
+            **(spark_environ(self) if self.offline_engine == "spark" else {}),
         }
 
     def export_feast_env(self) -> None:
