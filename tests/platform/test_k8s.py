@@ -122,6 +122,7 @@ def test_the_base_holds_the_platform(base):
         ("HorizontalPodAutoscaler", "mlplatform-serving"),
         ("PodDisruptionBudget", "mlplatform-serving"),
         ("Deployment", "mlplatform-stream"),
+        ("Deployment", "mlplatform-queue-scorer"),
         ("CronJob", "mlplatform-materialize"),
         ("CronJob", "mlplatform-pipeline-daily"),
         ("CronJob", "mlplatform-score-daily"),
@@ -200,11 +201,12 @@ def test_every_container_has_requests_and_limits(base):
         assert mib(res["limits"]["memory"]) >= mib(res["requests"]["memory"]), obj["metadata"]["name"]
 
 
-def test_the_stream_consumers_share_one_group_under_their_pod_names(base):
-    deployment = _by(base, "Deployment", "mlplatform-stream")
+@pytest.mark.parametrize(("name", "verb"), [("mlplatform-stream", "run"), ("mlplatform-queue-scorer", "score")])
+def test_the_stream_consumers_share_one_group_under_their_pod_names(base, name, verb):
+    deployment = _by(base, "Deployment", name)
     assert deployment["spec"]["replicas"] >= 2
     (c,) = deployment["spec"]["template"]["spec"]["containers"]
-    assert c["command"][:3] == ["mlplatform", "stream", "run"]
+    assert c["command"][:3] == ["mlplatform", "stream", verb]
     assert c["command"][c["command"].index("--consumer") + 1] == "$(POD_NAME)"
     env = {e["name"]: e for e in c["env"]}
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
@@ -267,7 +269,8 @@ def _commands() -> list[tuple[str, list[str]]]:
 
 def test_the_pods_run_the_commands_the_brief_names():
     commands = {" ".join(args[:3]) for _, args in _commands()}
-    assert {"serve --workers 1", "stream run --consumer", "materialize", "pipeline run daily"} <= commands
+    assert {"serve --workers 1", "stream run --consumer", "stream score --consumer", "materialize",
+            "pipeline run daily"} <= commands
 
 
 @pytest.mark.parametrize(("where", "args"), _commands(), ids=lambda v: v if isinstance(v, str) else " ".join(v))
