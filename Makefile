@@ -16,7 +16,13 @@ DEMO_ENV := MLPLATFORM_DATA_DIR=demo-data MLPLATFORM_REDIS_ADDR=127.0.0.1:6399 M
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
 
-setup: $(STAMP) ## Create .venv and install the pinned stack (requirements.lock) and this package
+setup: $(STAMP) ## Create .venv and install the pinned stack (requirements.lock) and this package, Java where missing
+	@# Java 17 for pyspark (Feast's Spark offline store and compute engine: MLPLATFORM_OFFLINE_STORE=spark, the cluster profile)
+	@command -v java >/dev/null 2>&1 || { echo "installing Debian's openjdk-17-jre-headless (Java 17, for Spark)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		openjdk-17-jre-headless >/dev/null; } || echo "Java 17 could not be installed (apt-get needs root and Debian): \
+		install openjdk-17-jre-headless yourself; until then the Spark offline store cannot start and \
+		tests/features/test_spark_offline.py skips (fails under CI=true)"
 
 browser: ## Install Debian's Chromium where missing (the browser test's; `make test` does it)
 	@# Debian's chromium drives tests/platform/test_browser.py (Playwright cannot download its own browser here).

@@ -1,4 +1,9 @@
-"""Where features come from: Parquet tables written by `mlplatform features build`, and a push source."""
+"""Where features come from: Parquet tables written by `mlplatform features build`, and a push source.
+
+The same tables back both offline stores: FileSources for DuckDB (MLPLATFORM_OFFLINE_STORE=duckdb), SparkSources
+for Feast's Spark offline store and compute engine (spark; the cluster profile's default). Names, columns and
+descriptions are the same, so the feature views and services do not change; `mlplatform apply` after switching.
+"""
 
 import os
 from pathlib import Path
@@ -8,23 +13,29 @@ from feast.data_format import ParquetFormat
 
 from mlplatform.layout import DataLayout
 
-# The same variable feature_store.yaml's placeholders read: `mlplatform` exports it from its settings; for the plain
-# feast CLI, `eval "$(mlplatform env)"` first.
+# The same variables feature_store.yaml's placeholders read: `mlplatform` exports them from its settings; for the
+# plain feast CLI, `eval "$(mlplatform env)"` first.
 if "MLPLATFORM_DATA_DIR" not in os.environ:
     raise RuntimeError('MLPLATFORM_DATA_DIR is not set: run `eval "$(mlplatform env)"` before the feast CLI')
 _features = DataLayout(Path(os.environ["MLPLATFORM_DATA_DIR"])).features_dir
+# feature_store.yaml's offline store type: "spark" (MLPLATFORM_OFFLINE_STORE=spark or the cluster profile), else DuckDB
+_engine = "spark" if os.environ.get("MLPLATFORM_FEAST_OFFLINE_STORE_TYPE") == "spark" else "duckdb"
 
 
-def _table(name: str) -> FileSource:
-    return FileSource(
+def _table(name: str):
+    common = dict(
         name=f"{name}_source",
         path=str(_features / f"{name}.parquet"),
-        file_format=ParquetFormat(),
         timestamp_field="event_timestamp",
         created_timestamp_column="created_timestamp",
         description=f"features/{name}.parquet, computed with DuckDB by `mlplatform features build`.",
         owner="fraud-features@mlplatform.dev",
     )
+    if _engine == "spark":
+        from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+
+        return SparkSource(file_format="parquet", **common)
+    return FileSource(file_format=ParquetFormat(), **common)
 
 
 customer_activity_source = _table("customer_activity")

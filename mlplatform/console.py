@@ -164,6 +164,10 @@ def friendly(fn: F) -> F:
                 _fail(f"[bold red]error:[/] the online store did not answer: "
                       f"{escape(_safe(f'{type(exc).__name__}: {exc}'))}", exc, ExitCode.ONLINE_STORE_UNAVAILABLE,
                       as_json)
+            if _is_spark_error(exc) and not _debug():  # a failed Spark job: its reason, not a bug of ours
+                _fail(f"[bold red]error:[/] Spark failed ({type(exc).__name__}): {escape(_safe(_spark_reason(exc)))}"
+                      "\n(memory: MLPLATFORM_SPARK_DRIVER_MEMORY, or spark-defaults.conf; MLPLATFORM_DEBUG=1 shows the "
+                      "whole error)", exc, ExitCode.FAILURE, as_json)
             if _debug():
                 raise
             _fail(f"[bold red]unexpected error:[/] {escape(_safe(f'{type(exc).__name__}: {exc}'))}\n"
@@ -250,9 +254,23 @@ def _safe(text: str) -> str:
 
 
 def _is_redis_error(exc: BaseException) -> bool:
-    """A redis-py error (imported only if redis already is)."""
+    """A redis-py error (imported only if redis already is), a cluster client's with no reachable node included."""
     redis = sys.modules.get("redis")
-    return redis is not None and isinstance(exc, redis.RedisError)
+    return redis is not None and isinstance(exc, redis.RedisError | redis.exceptions.RedisClusterException)
+
+
+def _is_spark_error(exc: BaseException) -> bool:
+    """An error PySpark or its JVM bridge raised (a failed Spark job, Spark that could not start)."""
+    return any(cls.__module__.split(".")[0] in ("pyspark", "py4j") for cls in type(exc).__mro__)
+
+
+def _spark_reason(exc: BaseException) -> str:
+    """The line of a Spark error that says why (a JVM error's text is its whole Java stack)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip() and not line.strip().startswith("at ")]
+    for line in lines:
+        if "Error:" in line or "Exception:" in line:
+            return line[:400]
+    return (lines[0] if lines else type(exc).__name__)[:400]
 
 
 def part_app(help_text: str | None = None) -> typer.Typer:

@@ -82,6 +82,11 @@ class Settings(BaseSettings):
         None, description="The online store is a Redis Cluster: redis_addr lists seed nodes, host:port[,host:port...]"
         "[,password=...]. Unset: true in the cluster profile, else false.",
     )
+    spark_driver_memory: str = Field(
+        "4g", pattern=r"^[0-9]+[kmgt]?$", description="Memory of the Spark driver (spark.driver.memory; with a "
+        "local master, of all of Spark): training sets and retrievals come back through it. Spark's default, 1g, ran "
+        "out on a 600-customer world's training set.",
+    )
     spark_master: str = Field(
         "local[2]", description="Spark master of the Spark offline store and compute engine (`local[N]` runs Spark "
         "in-process; a cluster's URL such as spark://host:7077 or k8s://...).",
@@ -360,9 +365,17 @@ class Settings(BaseSettings):
 
     @field_validator("feature_logs_uri", "scores_uri", "reports_uri")
     @classmethod
-    def _blank_uri(cls, uri: str | None) -> str | None:
-        """Empty means unset (the local folder)."""
-        return uri.strip() if uri and uri.strip() else None
+    def _usable_uri(cls, uri: str | None) -> str | None:
+        """Empty means unset (the local folder); a URL's scheme must be one fsspec has installed (s3:// needs s3fs)."""
+        if not uri or not uri.strip():
+            return None
+        if "://" in uri:
+            from mlplatform.uris import uri_problem
+
+            problem = uri_problem(uri)
+            if problem is not None:
+                raise ValueError(problem)
+        return uri.strip()
 
     @model_validator(mode="after")
     def _one_reports_folder(self) -> Settings:
@@ -420,7 +433,7 @@ class Settings(BaseSettings):
     def feast_env(self) -> dict[str, str]:
         """The variables ``feature_store.yaml`` and the definitions read, resolved from these settings (with the
         Spark offline store also those its Spark session starts with: ``PYSPARK_SUBMIT_ARGS``...)."""
-        from mlplatform.features.spark_session import spark_environ
+        from mlplatform.spark_session import spark_environ
         return {
             "MLPLATFORM_DATA_DIR": str(self.data_path),
             "MLPLATFORM_REDIS_ADDR": self.redis_addr,
@@ -428,12 +441,13 @@ class Settings(BaseSettings):
             "MLPLATFORM_REGISTRY_TTL_SECONDS": str(self.registry_ttl_seconds),
             "MLPLATFORM_REDIS_TIMEOUT_SECONDS": str(self.redis_timeout_seconds),
             "MLPLATFORM_FEAST_REGISTRY_URL": self.feast_registry_url or "",  # "": unset (the file registry)
-            "MLPLATFORM_OFFLINE_STORE": self.offline_engine,  # feature_repo/sources.py: FileSource or SparkSource
+            # also read by feature_repo/sources.py (FileSource or SparkSource). The names below are not settings: a
+            # later Settings() in this process must not read a derived value back as if it had been set
             "MLPLATFORM_FEAST_OFFLINE_STORE_TYPE": _FEAST_OFFLINE_STORE_TYPES[self.offline_engine],
-            "MLPLATFORM_FEAST_BATCH_ENGINE": "spark.engine" if self.offline_engine == "spark" else "local",
+            # a YAML mapping, not the bare name: Feast 0.67's Spark engine merges its configuration as a dict
+            "MLPLATFORM_FEAST_BATCH_ENGINE": "{type: spark.engine}" if self.offline_engine == "spark" else "local",
             "MLPLATFORM_REDIS_TYPE": "redis_cluster" if self.uses_redis_cluster else "redis",
-            "MLPLATFORM_SPARK_MASTER": self.spark_master,
-            # the JVM Feast's Spark store starts: master, UTC, Arrow (mlplatform.features.spark_session)
+            # the JVM Feast's Spark store starts: master, UTC, Arrow (mlplatform.spark_session)
             **(spark_environ(self) if self.offline_engine == "spark" else {}),
         }
 

@@ -170,7 +170,9 @@ def build_training_set(settings: Settings, as_of: datetime | None = None, store=
     frame = store.get_historical_features(entity_df=rows, features=service).to_df()
     if len(frame) != len(rows):
         raise InvalidInputError(f"feature retrieval returned {len(frame)} rows for {len(rows)} entity rows")
-    frame[TIME] = pd.to_datetime(frame[TIME], utc=True).dt.as_unit("us")
+    for column in frame.columns:  # every time as UTC microseconds: Spark returns the entity rows' other times naive
+        if column == TIME or pd.api.types.is_datetime64_any_dtype(frame[column]):
+            frame[column] = pd.to_datetime(frame[column], utc=True).dt.as_unit("us")
     merchants = pd.read_parquet(settings.layout.raw_dir / "merchants.parquet", columns=["merchant_id", "category"])
     frame = frame.merge(merchants.rename(columns={"category": "merchant_category"}), on="merchant_id", how="left")
     frame = frame[[c for c in META_COLUMNS if c in frame.columns] + names]

@@ -25,8 +25,10 @@ app.add_typer(redis_app, name="redis")
 @friendly
 def env_cmd() -> None:
     """Print the exports plain `feast -c feature_repo ...` needs: eval "$(mlplatform env)"."""
+    import shlex
+
     for key, value in get_settings().feast_env().items():
-        typer.echo(f"export {key}='{value}'")
+        typer.echo(f"export {key}={shlex.quote(value)}")  # any value, quotes and spaces included, survives eval
 
 
 @data_app.command("generate")

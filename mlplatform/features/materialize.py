@@ -37,6 +37,7 @@ from mlplatform.features.fast_materialize import (
     sample_entity_keys,
     unsupported_reason,
 )
+from mlplatform.features.redis_routing import cluster_errors
 from mlplatform.redact import redact_redis_address
 from mlplatform.settings import Settings
 from mlplatform.stores import open_feature_store, redis_client, redis_errors, require_redis
@@ -63,18 +64,47 @@ class ViewMaterialization:
         return self.rows / self.seconds if self.seconds > 0 else float("inf")
 
 
-def _rows_in_interval(view, start: datetime, end: datetime) -> int:
-    """Entity keys Feast writes for [start, end]: one (the latest) per entity with a row in the interval."""
+def _rows_in_interval(settings: Settings, view, start: datetime, end: datetime) -> int:
+    """Entity keys Feast writes for [start, end]: one (the latest) per entity with a row in the interval.
+
+    Counted with DuckDB over a local Parquet source; with Spark (``spark_rows_in_interval``) over a SparkSource
+    elsewhere (a cluster's tables on HDFS or S3)."""
     path = getattr(view.batch_source, "path", None)
     keys = [c.name for c in view.entity_columns]
     if not path or not keys:
         return 0
+    if settings.offline_engine == "spark" and "://" in str(path):
+        return spark_rows_in_interval(settings, view, start, end)
     sql = (
         f"SELECT count(*) FROM (SELECT DISTINCT {', '.join(keys)} FROM read_parquet(?) "
         f"WHERE {view.batch_source.timestamp_field} >= ? AND {view.batch_source.timestamp_field} <= ?)"
     )
     with duckdb.connect() as con:
         return int(con.execute(sql, [path, start, end]).fetchone()[0])
+
+
+def spark_rows_in_interval(settings: Settings, view, start: datetime, end: datetime) -> int:
+    """``_rows_in_interval`` through Spark: distinct entity keys of the view's SparkSource in [start, end]."""
+    from mlplatform.spark_session import spark_session
+
+    source = view.batch_source
+    keys = ", ".join(f"`{c.name}`" for c in view.entity_columns)
+    frame = spark_session(settings).read.format(source.file_format or "parquet").load(source.path)
+    ts = f"`{source.timestamp_field}`"
+    naive = [t.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ") for t in (start, end)]
+    return int(frame.where(f"{ts} >= TIMESTAMP '{naive[0]}' AND {ts} <= TIMESTAMP '{naive[1]}'")
+               .selectExpr(keys).distinct().count())
+
+
+def feast_engine_reason(settings: Settings) -> str | None:
+    """Why every view goes through Feast's engine whatever ``materialize_engine`` says (None: the choice stands).
+
+    With the Spark offline store, views materialize through Feast's Spark compute engine: the fast engine reads
+    local Parquet files with DuckDB on one machine, while the Spark store's tables are wherever Spark reads them (a
+    cluster's shared storage) and its executors write Redis in parallel (bench/spark.py measures both)."""
+    if settings.offline_engine == "spark":
+        return "the Spark offline store materializes through Feast's Spark compute engine"
+    return None
 
 
 def first_event_time(view) -> datetime | None:
@@ -92,6 +122,30 @@ def first_event_time(view) -> datetime | None:
     except duckdb.Error:
         return None
     return None if value is None else EPOCH + timedelta(microseconds=int(value))
+
+
+@contextlib.contextmanager
+def _engine_for(settings: Settings, store: Any, view: Any):
+    """Feast's configured engine for ``view`` (yields ""), except a stream feature view with the Spark offline
+    store: Feast 0.67's Spark compute engine ships every view to its executors as a FeatureView proto
+    (``feast.infra.common.serde.SerializedArtifacts``), which a StreamFeatureView's is not, so Feast's local engine
+    materializes it, reading its rows through the Spark offline store (yields why)."""
+    from feast import StreamFeatureView
+
+    if settings.offline_engine != "spark" or not isinstance(view, StreamFeatureView):
+        yield ""
+        return
+    from feast.infra.compute_engines.local.compute import LocalComputeEngine
+
+    provider = store._get_provider()
+    configured = provider._batch_engine
+    provider._batch_engine = LocalComputeEngine(repo_config=store.config, offline_store=provider.offline_store,
+                                                online_store=provider.online_store)
+    try:
+        yield ("a stream feature view: Feast's local engine over the Spark offline store (Feast 0.67's Spark engine "
+               "cannot serialize stream views)")
+    finally:
+        provider._batch_engine = configured
 
 
 def default_end(settings: Settings) -> datetime:
@@ -178,8 +232,8 @@ def materialize(
             raise DataNotFoundError(f"unknown feature view(s): {', '.join(unknown)}")
     if not chosen:
         raise DataNotFoundError("no feature views in the registry: run `mlplatform apply` first.")
-    client = redis_client(settings)
-    try:
+    client = redis_client(settings)  # a Redis Cluster's lost master: RedisUnavailable too (``cluster_errors``)
+    with contextlib.closing(client), cluster_errors(client):
         raw_marks = client.hgetall(MATERIALIZED_KEY)
         marks = project_watermarks(store.project, raw_marks)
         results = [_materialize_one(settings, store, client, view, marks, end, full, on_note, i, len(chosen), on_view)
@@ -190,8 +244,6 @@ def materialize(
                                            timedelta(days=settings.stream_backdated_days), full)
             if on_note and backfill.events:
                 on_note(backfill.describe())
-    finally:
-        client.close()
     from mlplatform.audit import record
 
     record(settings, "materialize", target=f"redis {redact_redis_address(settings.redis_addr)}", details={
@@ -234,18 +286,21 @@ def _materialize_one(settings: Settings, store: Any, client: Any, view: Any, mar
     if start >= end:
         record_watermark()  # nothing to load: Redis holds every row up to ``end`` already
         return ViewMaterialization(view.name, start, end, 0, 0.0, repair=repair)
-    reason = unsupported_reason(store, view) if settings.materialize_engine == "fast" else "engine: feast"
+    reason = feast_engine_reason(settings) or (
+        unsupported_reason(store, view) if settings.materialize_engine == "fast" else "engine: feast")
     if reason is None:
         t0 = time.perf_counter()
         fast = materialize_view(store, view, start, end, on_written=record_watermark)
         note = f"{fast.skipped_newer:,} keys already held newer rows" if fast.skipped_newer else ""
         return ViewMaterialization(view.name, start, end, fast.rows, time.perf_counter() - t0, "fast", note, repair)
-    rows = _rows_in_interval(view, start, end)
+    rows = _rows_in_interval(settings, view, start, end)
     t0 = time.perf_counter()
     # Feast prints its own banner (our caller reports the run); its Redis client's failures become exit code 5
     with redis_errors(settings.redis_addr, "did not take the materialized rows", settings.redis_timeout_seconds), \
-            contextlib.redirect_stdout(io.StringIO()):
+            contextlib.redirect_stdout(io.StringIO()), _engine_for(settings, store, view) as engine:
         store.materialize(start_date=start, end_date=end, feature_views=[view.name])
+    if engine:
+        reason = f"{reason}; {engine}"
     seconds = time.perf_counter() - t0
     record_watermark()  # Feast's engine records the interval itself: the watermark follows it
     return ViewMaterialization(view.name, start, end, rows, seconds, "feast", reason, repair)
