@@ -40,7 +40,13 @@ find_binary() {
 }
 
 answers() { "$cli" -h 127.0.0.1 -p "$1" ping 2>/dev/null | grep -q PONG; }
-cluster_ok() { "$cli" -h 127.0.0.1 -p "$port" cluster info 2>/dev/null | grep -q 'cluster_state:ok'; }
+# every master must say so: right after `--cluster create` the others may not have learnt the slot map yet
+cluster_ok() {
+  local p
+  for p in "${ports[@]}"; do
+    "$cli" -h 127.0.0.1 -p "$p" cluster info 2>/dev/null | grep -q 'cluster_state:ok' || return 1
+  done
+}
 
 up() {
   server="$(find_binary redis-server)"

@@ -30,6 +30,11 @@ from mlplatform.settings import RedisAddress, Settings
 _feast_env_lock = threading.Lock()  # the Feast environment a store is opened with is process-wide
 
 
+# what a redis-py call can fail with: a cluster client with no reachable node raises RedisClusterException, which is
+# not a RedisError
+REDIS_FAILURES = (redis.RedisError, redis.exceptions.RedisClusterException)
+
+
 class RedisUnavailable(OnlineStoreUnavailable, redis.ConnectionError):
     """Redis did not answer in time, refused us or dropped the connection: an ``OnlineStoreUnavailable`` (exit code
     5, HTTP 503) that redis-py and its callers still handle as a lost connection."""
@@ -80,6 +85,10 @@ def open_feature_store(settings: Settings, redis_timeout: float | None = None):
     Its Redis client times out after ``redis_timeout`` (default ``settings.redis_timeout_seconds``), no retries."""
     from feast import FeatureStore  # heavy import (3-5 s): only where a store is needed
 
+    if settings.offline_engine == "spark":  # Feast starts Spark where it needs it: our master, UTC, Arrow
+        from mlplatform.spark_session import prepare_spark
+
+        prepare_spark(settings)
     with _feast_env_lock:
         if redis_timeout is None or redis_timeout == settings.redis_timeout_seconds:
             settings.export_feast_env()
@@ -172,7 +181,7 @@ def redis_errors(redis_addr: str, doing: str, timeout: float) -> Iterator[None]:
         yield
     except OnlineStoreUnavailable:
         raise
-    except redis.RedisError as exc:
+    except REDIS_FAILURES as exc:
         waited = f" within {timeout:g} s" if isinstance(exc, redis.TimeoutError) else ""
         raise OnlineStoreUnavailable(
             f"the online store (Redis at {redact_redis_address(redis_addr)}) {doing}{waited} "
@@ -189,10 +198,13 @@ def _passwords(redis_addr: str) -> list[str]:
 
 def redis_answers(settings: Settings, timeout: float | None = None) -> bool:
     """True if a Redis server answers PING at the configured address (within ``timeout``, default the setting)."""
-    client = redis_client(settings, timeout)
+    try:
+        client = redis_client(settings, timeout)  # a cluster client already asks its seed nodes for the slot map
+    except REDIS_FAILURES:
+        return False
     try:
         return bool(client.ping())
-    except redis.RedisError:
+    except REDIS_FAILURES:
         return False
     finally:
         client.close()
@@ -200,18 +212,24 @@ def redis_answers(settings: Settings, timeout: float | None = None) -> bool:
 
 def require_redis(settings: Settings) -> None:
     """Raise a clear error when the online store does not answer PING within ``redis_timeout_seconds``."""
-    client = redis_client(settings)
+    client = None
     try:
+        client = redis_client(settings)
         client.ping()
-    except redis.RedisError as exc:
+    except REDIS_FAILURES as exc:
         cause = type(exc.__cause__ or exc).__name__
+        start = ("Start it (`infra/redis-cluster.sh up` for a local one), point MLPLATFORM_REDIS_ADDR at its nodes, or "
+                 "set MLPLATFORM_REDIS_CLUSTER=false for a single Redis." if settings.uses_redis_cluster else
+                 "Start one (`redis-server --daemonize yes`), point MLPLATFORM_REDIS_ADDR at yours, or run "
+                 "`mlplatform redis up` for an embedded one.")
+        what = "The Redis Cluster" if settings.uses_redis_cluster else "Redis"
         raise OnlineStoreUnavailable(
-            f"Redis does not answer at {redact_redis_address(settings.redis_addr)} ({cause}; timeout "
-            f"{settings.redis_timeout_seconds:g} s). Start one (`redis-server --daemonize yes`), "
-            "point MLPLATFORM_REDIS_ADDR at yours, or run `mlplatform redis up` for an embedded one."
+            f"{what} does not answer at {redact_redis_address(settings.redis_addr)} ({cause}; timeout "
+            f"{settings.redis_timeout_seconds:g} s). {start}"
         ) from None
     finally:
-        client.close()
+        if client is not None:
+            client.close()
 
 
 def _embedded_dir(settings: Settings) -> Path:

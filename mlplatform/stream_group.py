@@ -281,12 +281,16 @@ def every(seconds: float, fn: Callable[[], None]) -> Callable[[float], None]:
 # --- running a group consumer from a command -----------------------------------------------------------------------
 def group_client(settings: Any, block_ms: int = 0) -> Any:
     """A bounded client (``redis_timeout_seconds``) for a group consumer; a blocking read may wait ``block_ms``
-    longer for entries."""
+    longer for entries. On a Redis Cluster (``settings.uses_redis_cluster``) a ``RedisCluster`` client: a stream is
+    one key, so its reads, acknowledgements and group commands go to the one master owning its slot."""
     from mlplatform.settings import RedisAddress
-    from mlplatform.stores import bounded_redis
+    from mlplatform.stores import bounded_redis, bounded_redis_cluster
 
     addr = RedisAddress.parse(settings.redis_addr)
     timeout = settings.redis_timeout_seconds
+    if settings.uses_redis_cluster:
+        return bounded_redis_cluster(addr, timeout, socket_timeout=timeout + block_ms / 1000.0,
+                                     socket_connect_timeout=timeout)
     return bounded_redis(addr.host, addr.port, timeout, socket_timeout=timeout + block_ms / 1000.0,
                          socket_connect_timeout=timeout, password=addr.password, db=addr.db)
 

@@ -35,7 +35,8 @@ def _text(value: Any) -> str:
 
 
 async def append_events(client: Any, stream: str, events: Sequence[TransactionEvent]) -> list[str]:
-    """XADD every event to ``stream`` in one MULTI/EXEC: all are appended or none. Returns their entry ids."""
+    """XADD every event to ``stream`` in one MULTI/EXEC: all are appended or none. Returns their entry ids. On a
+    Redis Cluster too: the stream is one key, so the transaction runs on the one master owning its slot."""
     async with client.pipeline(transaction=True) as pipe:
         for e in events:
             pipe.xadd(stream, e.to_fields(), maxlen=STREAM_MAX_LEN, approximate=True)

@@ -12,6 +12,10 @@ from mlplatform.errors import DefinitionError, OnlineStoreUnavailable
 from serving.online_features import OnlineFeatureReader, OnlineFeatures
 from serving.prediction import ScoringRequest
 
+# what a failed Redis read raises: redis-py's errors, a socket's, and a Redis Cluster client's own (no seed node
+# reachable, a slot no master covers), which are not RedisErrors
+REDIS_FAILURES = (redis.RedisError, redis.exceptions.RedisClusterException, OSError)
+
 
 class FeatureReaders:
     """The FeatureStore and one OnlineFeatureReader per feature service (built on first use, rebuilt on refresh)."""
@@ -71,7 +75,7 @@ class FeatureSource:
         reader = self.reader_for(service)
         try:
             return await reader.fetch(self.redis, [r.row for r in requests], [r.time_us for r in requests])
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             self.on_redis_error()
             raise OnlineStoreUnavailable(
                 f"the online store (Redis at {self.redis_addr}) did not answer ({type(exc).__name__}); "

@@ -14,7 +14,7 @@ shares (``mlplatform.stream_group.GroupConsumer``: own pending entries first, en
 then new ones); processes with different ``--consumer`` names share the work.
 
 Delivery is at least once, and publication once per transaction id: a batch's scores are published, then the batch
-is acknowledged (XACK). Each score is published by one Lua script, atomically: ``SET <scores_stream>:scored:<txn>
+is acknowledged (XACK). Each score is published by one Lua script, atomically: ``SET {<scores_stream>}:scored:<txn>
 NX EX`` (the marker, kept ``DEDUPE_TTL_S``) and, only if the marker was not there, ``XADD <scores_stream> MAXLEN ~``.
 A redelivered event (its consumer died after publishing, before acknowledging), a claimed one still being scored by
 a slow consumer, or the same transaction sent twice within the marker's life, publishes nothing a second time.
@@ -36,8 +36,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
+
 from mlplatform.contracts.activity_log import TransactionEvent
-from mlplatform.errors import ModelUnavailable
+from mlplatform.errors import InvalidInputError, ModelUnavailable
 from mlplatform.settings import Settings
 from mlplatform.stream_group import (
     DEAD_MAXLEN,
@@ -73,8 +76,21 @@ return redis.call(unpack(args))
 
 
 def marker_key(scores_stream: str, transaction_id: str) -> str:
-    """The key saying a transaction's score was published to ``scores_stream``."""
-    return f"{scores_stream}:scored:{transaction_id}"
+    """The key saying a transaction's score was published to ``scores_stream``: ``{<scores_stream>}:scored:<txn>``.
+
+    Its hash tag is the stream's name (or the stream's own hash tag, if it has one), so that on a Redis Cluster the
+    marker and the stream hash to the same slot and ``_PUBLISH`` may touch both."""
+    if _hash_tag(scores_stream) is not None or "}" in scores_stream:
+        return f"{scores_stream}:scored:{transaction_id}"
+    return f"{{{scores_stream}}}:scored:{transaction_id}"
+
+
+def _hash_tag(key: str) -> str | None:
+    """The part of ``key`` Redis Cluster hashes instead of the whole key (between its first ``{`` and the next
+    ``}``, if not empty), or None."""
+    start = key.find("{")
+    end = key.find("}", start + 1) if start >= 0 else -1
+    return key[start + 1:end] if end > start + 1 else None
 
 
 def scoring_request(event: TransactionEvent) -> ScoringRequest:
@@ -108,6 +124,14 @@ def decode_fields(fields: Mapping[Any, Any]) -> dict[str, Any]:
     for k in TEXT_FIELDS:
         out.setdefault(k, None)
     return out
+
+
+def check_same_slot(scores_stream: str) -> None:
+    """Refuse a scores stream name whose markers would hash to another Redis Cluster slot than the stream."""
+    if key_slot(marker_key(scores_stream, "x").encode()) != key_slot(scores_stream.encode()):
+        raise InvalidInputError(
+            f"scores stream {scores_stream!r}: on a Redis Cluster its name must not hold a '}}' outside a hash tag "
+            "(its markers must share its slot); use a name like mlplatform:scores or {tag}:scores")
 
 
 @dataclass(frozen=True)
@@ -170,6 +194,10 @@ class QueueScorer(GroupConsumer):
         self.periodic = periodic
         self.totals = ScorerTotals()
         self._publish = client.register_script(_PUBLISH)
+        # a cluster pipeline refuses EVALSHA (and its ``eval`` is no command): there the script goes whole (EVAL)
+        self._cluster = isinstance(client, RedisCluster)
+        if self._cluster:
+            check_same_slot(options.scores_stream)
 
     def run(self) -> ScorerTotals:
         """Score until stopped (``stop`` set), ``max_events`` entries were handled, or idle ``idle_exit_s``."""
@@ -201,8 +229,11 @@ class QueueScorer(GroupConsumer):
             for (entry_id, event), p in zip(fresh, predictions, strict=True):
                 fields = encode_fields({**answer_fields(p), "event_id": text(entry_id), "ts_us": event.ts_us})
                 args = [o.dedupe_ttl_s, o.max_len, *(x for kv in fields.items() for x in kv)]
-                self._publish(keys=[marker_key(o.scores_stream, event.transaction_id), o.scores_stream], args=args,
-                              client=pipe)
+                keys = [marker_key(o.scores_stream, event.transaction_id), o.scores_stream]
+                if self._cluster:  # EVAL as a plain command: the cluster pipeline routes it by its keys' slot
+                    pipe.execute_command("EVAL", _PUBLISH, len(keys), *keys, *args)
+                else:
+                    self._publish(keys=keys, args=args, client=pipe)
             published = sum(r is not None for r in pipe.execute())
             duplicates += len(fresh) - published
         pipe = self.client.pipeline(transaction=False)

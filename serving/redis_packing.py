@@ -28,9 +28,22 @@ class HiredisPackedConnection(Connection):
 
 
 def pack_in_c(client: Any) -> Any:
-    """``client`` (a ``redis.asyncio.Redis`` over a TCP pool that opened no connection yet) with its connections
-    packing commands in C; any other client is returned as it is."""
-    pool = client.connection_pool
-    if pool.connection_class is Connection:
-        pool.connection_class = HiredisPackedConnection
+    """``client`` (a ``redis.asyncio.Redis`` over a TCP pool, or a ``redis.asyncio.RedisCluster``, that opened no
+    connection yet) with its connections packing commands in C; any other client (TLS, ...) is returned as it is.
+
+    A cluster client opens one pool per master it discovers, from the connection class in its connection options:
+    that class and the seed nodes' are switched."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None:
+        if pool.connection_class is Connection:
+            pool.connection_class = HiredisPackedConnection
+        return client
+    options = getattr(client, "connection_kwargs", None)
+    manager = getattr(client, "nodes_manager", None)
+    if isinstance(options, dict) and manager is not None and options.get("connection_class") is Connection:
+        options["connection_class"] = HiredisPackedConnection
+        manager.connection_kwargs["connection_class"] = HiredisPackedConnection
+        for node in manager.startup_nodes.values():
+            if node.connection_class is Connection and not node._connections:
+                node.connection_class = HiredisPackedConnection
     return client

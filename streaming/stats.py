@@ -34,6 +34,9 @@ def queue_counts(pipe: Any, stream: str, consumer: str, applied: int, dead: int,
 
 
 def applied_recently(client: Any, stream: str, now_s: int, seconds: int = THROUGHPUT_WINDOW_S) -> int:
-    """Events applied during the ``seconds`` whole seconds before ``now_s`` (and in it)."""
-    keys = [rate_key(stream, s) for s in range(now_s - seconds + 1, now_s + 1)]
-    return sum(int(v) for v in client.mget(keys) if v is not None)
+    """Events applied during the ``seconds`` whole seconds before ``now_s`` (and in it): one pipeline of GETs (the
+    per-second keys hash to different slots of a Redis Cluster, where one MGET could not read them)."""
+    pipe = client.pipeline(transaction=False)
+    for s in range(now_s - seconds + 1, now_s + 1):
+        pipe.get(rate_key(stream, s))
+    return sum(int(v) for v in pipe.execute() if v is not None)

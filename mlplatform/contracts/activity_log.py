@@ -85,15 +85,16 @@ def decode_member(member: bytes) -> tuple[str, int, float]:
 
 def apply_events(pipe: Any, project: str, events: Iterable[TransactionEvent]) -> int:
     """Queue on a Redis pipeline the writes that apply ``events`` to their logs (idempotent, in any order), and
-    raise the project's newest applied time. Returns how many events were queued."""
+    raise the project's newest applied time. Returns how many events were queued. On a Redis Cluster pipeline each
+    command goes to the master of its key's slot (one key each: no slot is ever crossed)."""
     newest = None
     n = 0
     for e in events:
         pipe.zadd(log_key(project, e.customer_id), {e.member(): e.ts_us})
         newest = e.ts_us if newest is None else max(newest, e.ts_us)
         n += 1
-    if newest is not None:
-        pipe.eval(_RAISE_TO, 1, COVERAGE_KEY, coverage_fields(project)[2], newest)
+    if newest is not None:  # as a plain EVAL command: a Redis Cluster pipeline's ``eval`` is something else
+        pipe.execute_command("EVAL", _RAISE_TO, 1, COVERAGE_KEY, coverage_fields(project)[2], newest)
     return n
 
 

@@ -37,6 +37,7 @@ from mlplatform.features.fast_materialize import (
     encode_timestamps,
     split_timestamps,
 )
+from mlplatform.features.redis_routing import is_cluster, slot_runs
 
 JOIN_KEY = "customer_id"  # the customer entity's join key (feature_repo/entities.py), Int64
 # the view's schema in feature_repo/views.py: Feast's value type of each feature
@@ -114,11 +115,15 @@ READ_SHA = sha1(READ_ROWS.encode()).hexdigest()
 
 def queue_row_reads(pipe: Any, project: str, customers: Sequence[int]) -> None:
     """Queue the reads ``rows_from_replies`` needs: the logs' coverage, then per customer its newest event and the
-    events of its row's windows (``READ_ROWS`` by its SHA, ``CHUNK`` logs a call: load it with ``SCRIPT LOAD``)."""
+    events of its row's windows (``READ_ROWS`` by its SHA, ``CHUNK`` logs a call: load it with ``SCRIPT LOAD``).
+
+    On a Redis Cluster pipeline a call takes only consecutive logs of one hash slot (a script's keys must share
+    one): mostly one log a call, each sent to its master by the pipeline; the replies flatten the same way."""
     pipe.hget(COVERAGE_KEY, coverage_fields(project)[0])
-    for i in range(0, len(customers), CHUNK):
-        keys = [log_key(project, c) for c in customers[i:i + CHUNK]]
-        pipe.evalsha(READ_SHA, len(keys), *keys, WINDOWS_US["7d"])
+    keys = [log_key(project, c) for c in customers]
+    for run in slot_runs(keys, CHUNK, is_cluster(pipe)):
+        chunk = keys[run.start:run.stop]
+        pipe.execute_command("EVALSHA", READ_SHA, len(chunk), *chunk, WINDOWS_US["7d"])
 
 
 def rows_from_replies(replies: Sequence[Any], customers: Sequence[int]) -> tuple[list[ActivityRow], int]:
@@ -214,10 +219,13 @@ SCRIPTS = (READ_ROWS, WRITE_IF_NOT_NEWER)  # what ``SCRIPT LOAD`` must hold for 
 
 def queue_writes(pipe: Any, rows: Sequence[FeastRow]) -> None:
     """Queue the writes of ``rows``, each unless the stored row is newer (``WRITE_IF_NOT_NEWER`` by its SHA,
-    ``CHUNK`` keys a call: load it with ``SCRIPT LOAD``); each call replies 1 (written), 0 (kept) or -1 per key."""
-    for i in range(0, len(rows), CHUNK):
-        chunk = rows[i:i + CHUNK]
+    ``CHUNK`` keys a call: load it with ``SCRIPT LOAD``); each call replies 1 (written), 0 (kept) or -1 per key.
+
+    On a Redis Cluster pipeline a call takes only consecutive rows whose keys share a hash slot (Feast's keys carry
+    no hash tag, so mostly one row a call), each sent to its master by the pipeline."""
+    for run in slot_runs([row.key for row in rows], CHUNK, is_cluster(pipe)):
+        chunk = rows[run.start:run.stop]
         args: list[Any] = [TS_FIELD, len(FEATURE_FIELDS), *FEATURE_FIELDS]
         for row in chunk:
             args += [row.ts, row.seconds, row.nanos, *row.values]
-        pipe.evalsha(WRITE_SHA, len(chunk), *(row.key for row in chunk), *args)
+        pipe.execute_command("EVALSHA", WRITE_SHA, len(chunk), *(row.key for row in chunk), *args)

@@ -7,7 +7,8 @@ Redis that lost its logs (no coverage hash) is loaded again from there. The logs
 (or from the beginning of time, when the raw data starts later): the customers with events below the floor lose
 them (those with events between the previous floor and this one; every customer on a first or full run).
 Applying is idempotent (``apply_events``), so the backfill and the stream never undo each other, in whichever
-order they run.
+order they run. On a Redis Cluster every command names one key (a log, or the coverage hash), so redis-py's cluster
+pipeline sends each batch to the masters as one pipeline per master.
 """
 
 from __future__ import annotations

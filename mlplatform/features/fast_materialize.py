@@ -11,6 +11,7 @@ Feast's own engine.
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +27,16 @@ import pyarrow.compute as pc
 
 from mlplatform.contracts.redis_layout import feature_field, timestamp_field, timestamp_nanos
 from mlplatform.errors import DataNotFoundError, InvalidInputError
+from mlplatform.features.redis_routing import (
+    Rerouted,
+    cluster_errors,
+    is_cluster,
+    node_groups,
+    pool_address,
+    raise_error_replies,
+    refresh_slots,
+    round_trips,
+)
 
 # feast.types.Value_pb2.ValueType numbers (used inside serialized entity keys)
 VT_STRING, VT_INT32, VT_INT64, VT_DOUBLE, VT_FLOAT, VT_BOOL = 2, 3, 4, 5, 6, 7
@@ -288,8 +299,9 @@ def unsupported_reason(store: Any, view: Any) -> str | None:
     if getattr(view, "filter", None) or getattr(view, "offline", False):
         return "views with a filter or offline writes are left to Feast"
     online = store.config.online_store
-    if not isinstance(online, RedisOnlineStoreConfig) or online.redis_type != RedisType.redis:
-        return "only a single-node Redis online store is supported"
+    if not isinstance(online, RedisOnlineStoreConfig) or online.redis_type not in (RedisType.redis,
+                                                                                    RedisType.redis_cluster):
+        return "only a single Redis or a Redis Cluster online store is supported (not Sentinel)"
     if store.config.entity_key_serialization_version != 3:
         return "only entity_key_serialization_version 3 is supported"
     if store.config.registry.enable_online_feature_view_versioning:
@@ -434,20 +446,24 @@ def count_entities(store: Any, view: Any, end: datetime) -> int:
 
 
 def _round_trip(client: Any, packed: bytes, replies: int) -> list[Any]:
-    """Send pre-packed pipelined commands on one pooled connection and read their ``replies`` answers.
+    """Send pre-packed pipelined commands on one pooled connection of a single Redis and read their ``replies``
+    answers. A Redis error reply raises (redis-py's ResponseError); the connection is never reused half-read."""
+    answers = round_trips([(client.connection_pool, packed, replies)])[0]
+    raise_error_replies(answers, pool_address(client.connection_pool))
+    return answers
 
-    A Redis error reply raises (redis-py's ResponseError); the connection is then dropped, never reused half-read.
-    """
-    pool = client.connection_pool
-    conn = pool.get_connection()
-    try:
-        conn.send_packed_command([packed])
-        return [conn.read_response() for _ in range(replies)]
-    except BaseException:
-        conn.disconnect()
-        raise
-    finally:
-        pool.release(conn)
+
+def _take(items: list[Any], idx: range | list[int]) -> list[Any]:
+    """``items`` at ``idx`` (the whole list when ``idx`` covers it: a single Redis's one group)."""
+    return items if isinstance(idx, range) and len(idx) == len(items) else [items[j] for j in idx]
+
+
+def _raw_key(arg: bytes) -> bytes:
+    """The key inside a RESP bulk string ``$<len>\r\n<key>\r\n``."""
+    return arg[arg.index(b"\r\n") + 2 : -2]
+
+
+REROUTES = 3  # times a batch is sent again after a cluster master said MOVED/ASK (a resharding under way)
 
 
 def write_rows(
@@ -467,33 +483,68 @@ def write_rows(
     Arguments come RESP-framed: ``key_args`` as bulk strings, ``ts_args`` and each of ``value_args`` as a field
     name and its value. With ``dedup`` a key whose stored ``_ts`` is at or after the row's time is left alone
     (Feast's rule); ``ttl_seconds`` adds an EXPIRE after each HSET, as Feast does with ``key_ttl_seconds``.
+
+    On a Redis Cluster (``redis.cluster.RedisCluster``) each batch is split by the master holding each key's hash
+    slot: one pre-packed pipeline per master, all sent before any reply is read. A batch a master redirects
+    (MOVED/ASK: the slots moved) is routed again with a fresh slot map and sent again: HSET is idempotent.
     """
     written = skipped = 0
     hset = b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * (1 + len(value_args)))
-    hget = b"*3\r\n$4\r\nHGET\r\n"
     ts_field_arg = resp_arg(ts_field)
     expire = b"*3\r\n$6\r\nEXPIRE\r\n" if ttl_seconds else b""
     ttl_arg = resp_arg(str(ttl_seconds).encode()) if ttl_seconds else b""
+    cluster = is_cluster(client)
     for i in range(0, len(key_args), batch):
         keys = key_args[i : i + batch]
-        n = len(keys)
-        keep = [True] * n
-        if dedup:
-            packed = b"".join(chain.from_iterable(zip(repeat(hget, n), keys, repeat(ts_field_arg, n), strict=True)))
-            for j, prev in enumerate(_round_trip(client, packed, n)):
-                if prev is not None and timestamp_nanos(prev) >= ts_nanos[i + j]:
-                    keep[j] = False
-        rows = zip(repeat(hset, n), keys, ts_args[i : i + batch], *(col[i : i + batch] for col in value_args),
-                   strict=True)
+        rows = list(zip(repeat(hset, len(keys)), keys, ts_args[i : i + batch],
+                        *(col[i : i + batch] for col in value_args), strict=True))
         if ttl_seconds:
-            rows = (row + (expire, key, ttl_arg) for row, key in zip(rows, keys, strict=True))  # type: ignore[assignment]
-        todo = sum(keep)
-        if todo:
-            packed = b"".join(chain.from_iterable(compress(rows, keep)))
-            _round_trip(client, packed, todo * (2 if ttl_seconds else 1))
+            rows = [row + (expire, key, ttl_arg) for row, key in zip(rows, keys, strict=True)]
+        raw_keys = [_raw_key(k) for k in keys] if cluster else keys
+        for attempt in range(REROUTES + 1):
+            try:
+                todo = _write_batch(client, raw_keys, keys, rows, ts_nanos[i : i + batch], ts_field_arg,
+                                    dedup, 2 if ttl_seconds else 1)
+                break
+            except Rerouted:  # the slots moved: a fresh slot map, after a pause growing from 50 ms
+                if attempt == REROUTES:
+                    from mlplatform.stores import RedisUnavailable
+
+                    raise RedisUnavailable(
+                        f"the online store (a Redis Cluster) kept redirecting the materializer's writes after "
+                        f"{REROUTES} fresh slot maps (a resharding or failover under way); run it again once done"
+                    ) from None
+                time.sleep(0.05 * 2**attempt)
+                refresh_slots(client)
         written += todo
-        skipped += n - todo
+        skipped += len(keys) - todo
     return written, skipped
+
+
+def _write_batch(client: Any, raw_keys: list[bytes], keys: list[bytes], rows: list[tuple[bytes, ...]],
+                 ts_nanos: list[int], ts_field_arg: bytes, dedup: bool, replies_per_row: int) -> int:
+    """One batch of ``write_rows``, one pre-packed pipeline per master; returns the rows written."""
+    hget = b"*3\r\n$4\r\nHGET\r\n"
+    groups = node_groups(client, raw_keys)
+    keep = [True] * len(keys)
+    if dedup:
+        packets = [(pool, b"".join(chain.from_iterable(zip(repeat(hget), _take(keys, idx), repeat(ts_field_arg)))),
+                    len(idx)) for pool, idx in groups]
+        answers = round_trips(packets)
+        for (pool, idx), prevs in zip(groups, answers, strict=True):
+            raise_error_replies(prevs, pool_address(pool))
+            for j, prev in zip(idx, prevs, strict=True):
+                if prev is not None and timestamp_nanos(prev) >= ts_nanos[j]:
+                    keep[j] = False
+    packets = []
+    for pool, idx in groups:
+        todo = sum(compress(repeat(1), _take(keep, idx)))
+        if todo:
+            packed = b"".join(chain.from_iterable(compress(_take(rows, idx), _take(keep, idx))))
+            packets.append((pool, packed, todo * replies_per_row))
+    for (pool, _, _), answers in zip(packets, round_trips(packets), strict=True):
+        raise_error_replies(answers, pool_address(pool))
+    return sum(keep)
 
 
 def view_source_path(store: Any, view: Any) -> Path:
@@ -529,7 +580,7 @@ def drop_view_rows(store: Any, view: Any, keys: pa.Table, client: Any) -> int:
         return 0
     types = {c.name: _value_type(c.dtype) for c in view.entity_columns}
     names = [timestamp_field(view.name)] + [feature_field(view.name, f.name) for f in view.features]
-    with client.pipeline(transaction=False) as pipe:
+    with cluster_errors(client), client.pipeline(transaction=False) as pipe:  # a cluster's: one per master
         for key in encode_entity_keys({k: keys.column(k) for k in types}, types, store.project):
             pipe.hdel(key, *names)
         return sum(pipe.execute())
@@ -543,14 +594,18 @@ def online_client(store: Any) -> Any:
 def _client(online: Any) -> Any:
     """A bounded redis-py client for Feast's Redis connection string (same parsing as Feast's Redis store): its
     timeouts come from the string (feature_store.yaml sets them; else the ``redis_timeout_seconds`` default), no
-    retries, and a paused or lost Redis raises ``RedisUnavailable`` (exit code 5) instead of hanging."""
-    from feast.infra.online_stores.redis import RedisOnlineStore
+    retries, and a paused or lost Redis raises ``RedisUnavailable`` (exit code 5) instead of hanging. With
+    ``redis_type: redis_cluster`` a ``RedisCluster`` over the string's seed nodes (``bounded_redis_cluster``)."""
+    from feast.infra.online_stores.redis import RedisOnlineStore, RedisType
 
-    from mlplatform.settings import Settings
-    from mlplatform.stores import bounded_redis
+    from mlplatform.settings import RedisAddress, Settings
+    from mlplatform.stores import bounded_redis, bounded_redis_cluster
 
     nodes, kwargs = RedisOnlineStore._parse_connection_string(online.connection_string)
     timeout = Settings.model_fields["redis_timeout_seconds"].default
+    if online.redis_type == RedisType.redis_cluster:
+        options = {k: v for k, v in kwargs.items() if k not in ("password", "db", "retry")}
+        return bounded_redis_cluster(RedisAddress.parse(online.connection_string), timeout, **options)
     return bounded_redis(nodes[0]["host"], int(nodes[0].get("port", 6379)), timeout, **kwargs)
 
 
@@ -572,7 +627,11 @@ def materialize_view(
         raise DataNotFoundError(f"{path} (source of {view.name!r}) does not exist: run `mlplatform features build`.")
     table = latest_rows(view, path, start, end)
     online = store.config.online_store
-    written, skipped = write_table(store, view, table, _client(online), dedup=not online.skip_dedup, batch=batch)
+    client = _client(online)
+    try:
+        written, skipped = write_table(store, view, table, client, dedup=not online.skip_dedup, batch=batch)
+    finally:
+        client.close()
     if on_written is not None:
         on_written()
     store.registry.apply_materialization(view, store.project, start, end, commit=True)

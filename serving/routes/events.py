@@ -3,7 +3,8 @@
 Each event is held to the same bounds as a scored transaction (``EdgeBounds``: ids within int64, a finite amount
 up to the cap, a time within [now - serving_max_event_age, now + serving_max_clock_skew]); one event out of bounds
 refuses the whole call (422 naming ``events[i].<field>``), before anything is written. The events are appended in
-one MULTI/EXEC: with Redis down the answer is 503 and nothing was appended. Sending events again is safe: the
+one MULTI/EXEC (on a Redis Cluster too: the stream is one key, so the transaction stays on its slot's master): with
+Redis down the answer is 503 and nothing was appended. Sending events again is safe: the
 consumer (`mlplatform stream run`) applies an event with the same transaction id and values once.
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import redis
 from fastapi import APIRouter
 from fastapi.exceptions import RequestValidationError
 
@@ -19,6 +19,7 @@ from mlplatform.errors import OnlineStoreUnavailable
 from mlplatform.redact import redact_redis_address
 from serving.deps import AdminDep, ContextDep
 from serving.event_stream import append_events
+from serving.feature_readers import REDIS_FAILURES
 from serving.schemas import EdgeBounds, EventsRequest, EventsResponse
 
 router = APIRouter(prefix="/v1", tags=["events"])
@@ -39,7 +40,7 @@ async def post_events(body: EventsRequest, ctx: ContextDep) -> EventsResponse:
     stream = ctx.settings.events_stream
     try:
         ids = await append_events(ctx.redis, stream, events)
-    except (redis.RedisError, OSError) as exc:
+    except REDIS_FAILURES as exc:
         ctx.metrics.redis_errors.inc()
         raise OnlineStoreUnavailable(
             f"the online store (Redis at {redact_redis_address(ctx.settings.redis_addr)}) did not take the events "

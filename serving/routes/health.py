@@ -40,9 +40,13 @@ async def healthz() -> dict:
 
 
 async def _redis_check(ctx) -> tuple[str, dict[str, Watermark | None] | None]:
-    """PING and the project's materialized watermarks, in one pipelined round trip: (status, watermarks)."""
+    """PING and the project's materialized watermarks, in one pipelined round trip: (status, watermarks). On a
+    Redis Cluster, PING goes to every master, beside the watermarks' read."""
 
     async def read() -> list[Any]:
+        if ctx.settings.uses_redis_cluster:  # every master must answer (each holds a share of the keys)
+            return list(await asyncio.gather(ctx.redis.ping(target_nodes=ctx.redis.PRIMARIES),
+                                             ctx.redis.hgetall(MATERIALIZED_KEY)))
         async with ctx.redis.pipeline(transaction=False) as pipe:
             pipe.ping()
             pipe.hgetall(MATERIALIZED_KEY)
