@@ -8,16 +8,23 @@
   registry.db                                                Feast registry (MLPLATFORM_REGISTRY overrides)
   datasets/asof-*/                                           training sets with their lineage
   models/                                                    MLflow model registry (MLPLATFORM_MODELS_DIR overrides)
-  feature_logs/date=YYYY-MM-DD/part-*.parquet                what the service served
+  feature_logs/date=YYYY-MM-DD/part-*.parquet                what the service served (MLPLATFORM_FEATURE_LOGS_URI:
+                                                             the parts are written here, then shipped there)
   feature_logs/_dead_letter/*.jsonl, feature_logs/_wal/      rows that did not fit; rows not yet in Parquet
-  reports/                                                   monitoring reports (MLPLATFORM_MONITORING_REPORTS_DIR)
+  reports/                                                   monitoring reports (MLPLATFORM_MONITORING_REPORTS_DIR,
+                                                             MLPLATFORM_REPORTS_URI)
   monitoring/retrain_request.json                            a retrain request from monitoring
-  scores/                                                    batch scores
+  scores/                                                    batch scores (MLPLATFORM_SCORES_URI: written here,
+                                                             then put there)
   pipelines/runs/*.json, pipelines/*.lock                    pipeline run records and locks
   audit/audit.jsonl                                          the one audit log
   notifications/deliveries.jsonl                             webhook deliveries
   .embedded-redis/                                           the demo's embedded Redis
 ```
+
+Feature logs, scores and reports may live on another filesystem (``*_uri``: a ``file://``, ``memory://`` or ``s3://``
+URL; ``mlplatform.filesystems.feature_logs_location(layout)`` and its siblings open them); unset, they are the local
+folders above.
 """
 
 from __future__ import annotations
@@ -28,12 +35,16 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class DataLayout:
-    """Paths of one data folder; ``registry``, ``models`` and ``reports`` may live elsewhere (settings say so)."""
+    """Paths of one data folder; ``registry``, ``models`` and ``reports`` may live elsewhere (settings say so), and
+    feature logs, scores and reports on another filesystem (``*_uri``: a path or URL, ``mlplatform.filesystems``)."""
 
     root: Path
     registry: Path | None = None
     models: Path | None = None
     reports: Path | None = None
+    feature_logs_uri: str | None = None
+    scores_uri: str | None = None
+    reports_uri: str | None = None
 
     @property
     def raw_dir(self) -> Path:
@@ -92,7 +103,7 @@ class DataLayout:
 
     @property
     def scores_dir(self) -> Path:
-        """Batch scores."""
+        """Batch scores (with ``scores_uri``: where a run writes its file before putting it there)."""
         return self.root / "scores"
 
     @property

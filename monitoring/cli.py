@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Annotated, Any
 
@@ -53,14 +52,14 @@ def report_document(result) -> dict[str, Any]:
     wrote, as written (the same figures the tables show: both come from ``result``), and ``report``, where its
     files are."""
     files = result.files
-    summary = json.loads(files.json_path.read_text()) if files is not None else result.to_dict()
+    summary = files.read_summary() if files is not None else result.to_dict()
     return {**summary, "report": files.to_dict() if files is not None else None}
 
 
 def _where(files) -> None:
     if files is not None:
-        console.print(f"report: {files.html_path or files.json_path}  (summary: {files.json_path.name}; "
-                      f"index: {files.json_path.parent / 'index.html'})", highlight=False, soft_wrap=True)
+        console.print(f"report: {files.html_path or files.json_path}  (summary: {files.json_name}; "
+                      f"index: {files.index})", highlight=False, soft_wrap=True)
 
 
 @monitor_app.command("skew")

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlplatform.contracts.feature_log import BASE_COLUMNS, UnreadableFile, log_files, read_logs
+from mlplatform.contracts.feature_log import BASE_COLUMNS, UnreadableFile, filesystem_of, log_files, read_logs
 from mlplatform.errors import DataNotFoundError, InvalidInputError
+from mlplatform.filesystems import feature_logs_location
 from mlplatform.settings import Settings
 
 CONSISTENCY_NEEDS = ("customer_id", "merchant_id", "transaction_ts")  # to recompute a request offline
@@ -178,9 +179,9 @@ def screen_window(settings: Settings, window: LogWindow, columns: list[str] | No
                   require: tuple[str, ...] = ()) -> ServedRows:
     """Served rows (one per request, shadows excluded) logged inside ``window`` that monitoring can judge (see
     ``screen_rows``; ``require``: columns a row must have a value in), and what it could not; may be empty."""
-    root = settings.layout.feature_logs_dir
+    root = feature_logs_location(settings.layout)  # MLPLATFORM_FEATURE_LOGS_URI, or <data_dir>/feature_logs
     files = log_files(root, window.start, window.end)
-    read = read_logs(files, columns)
+    read = read_logs(files, columns, filesystem_of(root))
     frame = read.frame
     reasons: dict[str, int] = {}
     logged = 0
@@ -214,7 +215,7 @@ def served_rows(settings: Settings, window: LogWindow, columns: list[str] | None
     """``screen_window``, and EmptyLogWindow (naming what could not be judged) if no judgeable row is left."""
     found = screen_window(settings, window, columns, require)
     if found.frame.empty:
-        root = settings.layout.feature_logs_dir
+        root = feature_logs_location(settings.layout).show()  # a URI without credentials
         where = f"{found.files} log file(s) near that window" if found.files else "no log files for those days"
         also = f"; {found.unjudged.describe()}" if found.unjudged else ""
         what = (f"none of the {found.unjudged.logged:,} served requests logged in {window.describe()} could be "

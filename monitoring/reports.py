@@ -9,7 +9,8 @@ Layout::
     reports/models/v<N>.html                    a model version's page (training writes it; the index links it)
 
 The folder's format (file names, the index) is the contract ``mlplatform.contracts.reports``; the serving app
-exposes the folder read-only through it.
+exposes the folder read-only through it. With ``MLPLATFORM_REPORTS_URI`` the folder is on another filesystem
+(``file://``, ``memory://``, ``s3://``): each file is written as one whole put there, and read back through it.
 """
 
 from __future__ import annotations
@@ -23,27 +24,53 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mlplatform import filesystems
 from mlplatform.contracts.reports import INDEX_FILE, KINDS, NO_ICON, index_page, report_stem
 from mlplatform.contracts.reports import list_reports as list_reports  # re-exported
 from mlplatform.contracts.reports import render_index as render_index  # re-exported
-from mlplatform.files import write_atomic
+from mlplatform.filesystems import Location
 from mlplatform.settings import Settings
 
 
 @dataclass(frozen=True)
 class ReportFiles:
-    """The files one report run wrote."""
+    """The files one report run wrote: local paths, or URIs (no credentials) on another filesystem."""
 
-    json_path: Path
-    html_path: Path | None
+    json_path: Path | str
+    html_path: Path | str | None
+    location: Location | None = None  # the reports folder they are in
+
+    @property
+    def json_name(self) -> str:
+        """The JSON summary's file name."""
+        return str(self.json_path).rsplit("/", 1)[-1]
+
+    @property
+    def index(self) -> Path | str:
+        """The index page of the folder they are in."""
+        if self.location is not None:
+            return self.location.file(INDEX_FILE)
+        return Path(self.json_path).parent / INDEX_FILE
+
+    def read_summary(self) -> dict[str, Any]:
+        """The JSON summary as written (read back through the folder's filesystem)."""
+        if self.location is not None:
+            return json.loads(self.location.read_bytes(self.json_name))
+        return json.loads(Path(self.json_path).read_text())
 
     def to_dict(self) -> dict[str, str | None]:
         return {"json": str(self.json_path), "html": str(self.html_path) if self.html_path else None}
 
 
 def reports_path(settings: Settings) -> Path:
-    """The reports folder of ``settings`` (``monitoring_reports_dir`` or ``<data_dir>/reports``)."""
+    """The local reports folder of ``settings`` (``monitoring_reports_dir`` or ``<data_dir>/reports``); reports go to
+    ``reports_location`` (the same folder unless ``reports_uri`` names another place)."""
     return settings.layout.reports_dir
+
+
+def reports_location(settings: Settings) -> Location:
+    """Where reports go and are read from: ``reports_uri`` or the local ``reports_path``."""
+    return filesystems.reports_location(settings.layout)
 
 
 def json_safe(value: Any) -> Any:
@@ -67,29 +94,25 @@ def json_safe(value: Any) -> Any:
 
 def write_report(settings: Settings, kind: str, summary: dict[str, Any], page: str | None,
                  when: datetime | None = None) -> ReportFiles:
-    """Write the HTML page (if any), then the JSON summary, each atomically; then refresh the index."""
+    """Write the HTML page (if any), then the JSON summary, each whole (atomically on the local disk, one put on
+    another filesystem); then refresh the index."""
     if kind not in KINDS:
         raise ValueError(f"unknown report kind {kind!r}")
     when = when or datetime.now(UTC)
-    folder = reports_path(settings)
+    folder = reports_location(settings)
     stem = report_stem(kind, when)
-    html_path = folder / f"{stem}.html" if page is not None else None
-    if html_path is not None:
-        write_atomic(html_path, with_icon(page))
-    body = {"kind": kind, "created_at": when.astimezone(UTC).isoformat(),
-            "html": html_path.name if html_path else None, **summary}
-    json_path = folder / f"{stem}.json"
-    write_atomic(json_path, json.dumps(json_safe(body), indent=2))
+    html_name = f"{stem}.html" if page is not None else None
+    html_path = folder.write_bytes(html_name, with_icon(page)) if html_name is not None and page is not None else None
+    body = {"kind": kind, "created_at": when.astimezone(UTC).isoformat(), "html": html_name, **summary}
+    json_path = folder.write_bytes(f"{stem}.json", json.dumps(json_safe(body), indent=2))
     write_index(settings)
-    return ReportFiles(json_path, html_path)
+    return ReportFiles(json_path, html_path, folder)
 
 
-def write_index(settings: Settings) -> Path:
-    """Rewrite ``index.html`` of the reports folder from the summaries and model pages present (atomically)."""
-    folder = reports_path(settings)
-    path = folder / INDEX_FILE
-    write_atomic(path, index_page(folder))
-    return path
+def write_index(settings: Settings) -> Path | str:
+    """Rewrite ``index.html`` of the reports folder from the summaries and model pages present (whole)."""
+    folder = reports_location(settings)
+    return folder.write_bytes(INDEX_FILE, index_page(folder))
 
 
 def with_icon(page: str) -> str:

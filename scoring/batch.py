@@ -8,6 +8,11 @@ each view's latest rows from chunk to chunk, so every feature row is read once p
 ``scoring_chunk_rows`` transactions (whole hours, from an hourly count DuckDB computes over the raw files), so
 memory holds one chunk at a time however long the window. Scores stream into one Parquet file (a row group per
 chunk) written under a temporary name and renamed into place at the end: a failed run leaves no file behind.
+
+With ``MLPLATFORM_SCORES_URI`` (or an ``--output`` URL) on another filesystem (``memory://``, ``s3://``...), the file
+is written the same way under ``<data_dir>/scores/`` first, then put there whole (one put; a multipart upload for a
+large file: the object appears complete or not at all) and deleted locally; a failed put keeps the local file and
+says where it is.
 """
 
 from __future__ import annotations
@@ -26,10 +31,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mlplatform.errors import DataNotFoundError, InvalidInputError
+from mlplatform.errors import DataNotFoundError, InvalidInputError, MLPlatformError
 from mlplatform.features.batch import ServiceFeatureChunks
 from mlplatform.features.service import feature_signature
 from mlplatform.files import atomic_path
+from mlplatform.filesystems import Location, open_file, scores_location
 from mlplatform.models.scoring import predict
 from mlplatform.settings import Settings
 from mlplatform.timeutil import utc
@@ -65,7 +71,7 @@ class ScoreResult:
     """What one batch-scoring run wrote."""
 
     run_id: str
-    path: Path
+    path: Path | str  # a URI (no credentials) when the file went to another filesystem
     rows: int
     chunks: int
     model_name: str
@@ -207,11 +213,41 @@ def iter_chunks(settings: Settings, chunks: list[Chunk], chunk_rows: int) -> Ite
                 yield tx.iloc[lo : lo + chunk_rows]
 
 
-def default_output(settings: Settings, start: datetime, end: datetime, version: int, run_id: str) -> Path:
+def default_name(settings: Settings, start: datetime, end: datetime, version: int, run_id: str) -> str:
+    """The scores file's name: model, version, window and run."""
     fmt = "%Y%m%dT%H%M%SZ"
-    return (
-        settings.layout.scores_dir / f"{settings.model_name}-v{version}_{start:{fmt}}_{end:{fmt}}_{run_id}.parquet"
-    )
+    return f"{settings.model_name}-v{version}_{start:{fmt}}_{end:{fmt}}_{run_id}.parquet"
+
+
+def default_output(settings: Settings, start: datetime, end: datetime, version: int, run_id: str) -> Path:
+    """The scores file in the local scores folder (``scores_location`` says where it goes)."""
+    return settings.layout.scores_dir / default_name(settings, start, end, version, run_id)
+
+
+def output_target(settings: Settings, output: Path | str | None) -> tuple[Location, str | None]:
+    """Where the scores file goes: the folder and name of ``output`` (a path or URL; the name must end in .parquet),
+    or ``scores_location`` and None (the default name, known once the model is)."""
+    if output is None:
+        return scores_location(settings.layout), None
+    location, name = open_file(output, "--output")
+    if not name.endswith(".parquet"):
+        raise InvalidInputError(f"--output {location.show(name)} must end in .parquet")
+    return location, name
+
+
+def put_scores(settings: Settings, written: Path, location: Location, name: str) -> str:
+    """Put the complete local scores file ``written`` to ``name`` in ``location`` (another filesystem), then delete
+    it; returns the URI. A failed put keeps the local file and says where (MLPlatformError)."""
+    from mlplatform.redact import redact
+
+    try:
+        uri = str(location.put_file(written, name))
+    except Exception as exc:  # noqa: BLE001 - any store error: say what failed and where the scores are
+        raise MLPlatformError(
+            f"could not put the scores to {location.show(name)} ({type(exc).__name__}: {redact(str(exc))}); "
+            f"they are kept at {written}") from None
+    written.unlink(missing_ok=True)
+    return uri
 
 
 def score_window(
@@ -219,19 +255,20 @@ def score_window(
     start: datetime,
     end: datetime,
     model_version: int | None = None,
-    output: Path | None = None,
+    output: Path | str | None = None,
     chunk_rows: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> ScoreResult:
     """Score every transaction with ``start <= time < end`` with the golden model (or ``model_version``).
 
-    A window without transactions is a DataNotFoundError naming the data's time range, raised before anything is
-    loaded or written."""
+    ``output``: a path or URL (default: in ``scores_location``). A window without transactions is a
+    DataNotFoundError naming the data's time range, raised before anything is loaded or written."""
     t0 = time.perf_counter()
     start, end = utc(start).to_pydatetime(), utc(end).to_pydatetime()
     if start >= end:
         raise InvalidInputError(f"--start {start.isoformat()} must be before --end {end.isoformat()}")
     chunk_rows = chunk_rows or settings.scoring_chunk_rows
+    location, name = output_target(settings, output)  # a bad --output or store fails before any work
     chunks = plan_chunks(settings, start, end, chunk_rows)  # one DuckDB count over the raw files: cheap
     total = sum(c.rows for c in chunks)
     if not total:  # fail before the registry and Feast are loaded (seconds), and write nothing
@@ -259,9 +296,9 @@ def score_window(
     booster = registry.load_booster(mv.version)
 
     run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
-    path = (output or default_output(settings, start, end, mv.version, run_id)).expanduser().resolve()
-    if path.suffix != ".parquet":
-        raise InvalidInputError(f"--output {path} must end in .parquet")
+    name = name or default_name(settings, start, end, mv.version, run_id)
+    # on another filesystem: written locally first (the scores folder), put there whole at the end
+    path = location.local / name if location.local is not None else settings.layout.scores_dir / name
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "run_id": run_id,
@@ -311,17 +348,21 @@ def score_window(
             done += n
             if on_progress:
                 on_progress(done, total)
+    where: Path | str = path if location.local is not None else put_scores(settings, path, location, name)
     result = ScoreResult(
-        run_id, path, done, len(chunks), mv.name, mv.version, mv.feature_service, start, end, time.perf_counter() - t0
+        run_id, where, done, len(chunks), mv.name, mv.version, mv.feature_service, start, end, time.perf_counter() - t0
     )
     from mlplatform import audit
 
     details = {k: v for k, v in asdict(result).items() if k not in ("path",)}
-    audit.record(settings, "batch_score", target=str(path), details=details)
+    audit.record(settings, "batch_score", target=str(where), details=details)
     return result
 
 
-def read_scores_metadata(path: Path) -> dict:
-    """The run's metadata stored in a scores file (run id, model, feature service, window)."""
-    meta = pq.read_schema(path).metadata or {}
+def read_scores_metadata(path: Path | str) -> dict:
+    """The run's metadata stored in a scores file (run id, model, feature service, window): a local path or a URL,
+    read through its filesystem."""
+    location, name = open_file(path, "the scores file")
+    with location.open_input(name) as fh:
+        meta = pq.read_schema(fh).metadata or {}
     return json.loads(meta.get(b"mlplatform", b"{}"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -21,7 +20,8 @@ def score(
     end: Annotated[str, typer.Option("--end", help="End of the window, exclusive (ISO-8601).")],
     model: Annotated[int | None, typer.Option("--model", help="Model version (default: the golden one).")] = None,
     output: Annotated[
-        Path | None, typer.Option("--output", help="Parquet file to write (default under <data_dir>/scores/).")
+        str | None, typer.Option("--output", help="Parquet file to write: a path or URL (file://..., s3://bucket/"
+                                 "key.parquet); default in MLPLATFORM_SCORES_URI, else <data_dir>/scores/.")
     ] = None,
     chunk_rows: Annotated[
         int | None, typer.Option("--chunk-rows", min=1, help="Transactions per chunk (default: settings).")

@@ -17,6 +17,7 @@ from typing import Any
 
 from mlplatform.contracts.check_metrics import CheckReportCollector
 from mlplatform.errors import OnlineStoreUnavailable
+from mlplatform.filesystems import feature_logs_location, reports_location
 from mlplatform.redact import redact_redis_address
 from mlplatform.settings import Settings
 from serving.accounting import Accounting
@@ -114,13 +115,14 @@ class ServingContext:
         readers = FeatureReaders(store, stream_features=settings.serving_stream_features)
         client = pack_in_c(async_redis_client(settings, timeout=settings.serving_redis_timeout_seconds))
         metrics = ServingMetrics()
-        metrics.registry.register(CheckReportCollector(settings.layout.reports_dir))  # monitor check verdict
+        metrics.registry.register(CheckReportCollector(reports_location(settings.layout)))  # monitor check verdict
         cache = PredictionCache(settings.serving_cache_size, settings.serving_cache_ttl_seconds)
         layout = settings.layout
         feature_log = FeatureLogWriter(
             layout.feature_logs_dir, settings.feature_log_batch_rows, settings.feature_log_flush_seconds,
             max_queue_rows=settings.feature_log_max_queue_rows, dead_letter_dir=layout.feature_log_dead_letter_dir,
             wal_dir=layout.feature_log_wal_dir if settings.feature_log_wal else None,
+            target=feature_logs_location(layout) if settings.feature_logs_uri else None,  # parts shipped there
             events=WriterEvents(
                 written=lambda n, _path: metrics.log_rows.inc(n), dropped=metrics.log_dropped.inc,
                 dead_lettered=lambda n, action: metrics.log_dead_lettered.labels(action).inc(n),

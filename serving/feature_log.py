@@ -16,6 +16,15 @@ background thread in the feature-log format (mlplatform.contracts.feature_log), 
   while the rows stay queued; new rows keep arriving into the write-ahead file meanwhile.
 * **Shutdown** (``close``) writes everything; rows it still cannot write stay in the write-ahead file.
 * **Start** removes temp files that dead writers left (``.*.tmp`` of ``mlplatform.files.atomic_path``).
+* **Another filesystem** (``target``: ``MLPLATFORM_FEATURE_LOGS_URI``, e.g. ``s3://bucket/prefix``). ``root`` stays
+  the local spool: every part is written there first (fsync, rename) exactly as without a target, so the write-ahead
+  file rotates only once its rows are on the local disk. A shipper thread (``PartShipper``) then puts each complete
+  part to the target under the same name and deletes the local copy only after the put succeeded; a failed put is
+  retried with backoff (the part waits on disk, not in memory: an object-store outage never fills the queue); a
+  crash between put and delete re-puts the same name (same content: no duplicate). Parts left at shutdown are
+  shipped at the next start. So "never loses a row" holds as before; monitoring sees a row once its part is shipped
+  (within about ``flush_seconds`` of being written while the target answers). Dead letters and the write-ahead file
+  (appended to, under a lock) stay local.
 """
 
 from __future__ import annotations
@@ -31,19 +40,21 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from mlplatform.contracts.feature_log import (
     ROW_KEY,
     RowProblem,
+    all_log_files,
     append_dead_letters,
     encode_feature_log,
     read_logs,
     write_log_table,
 )
 from mlplatform.files import TMP_SUFFIX, json_default, read_jsonl
+from mlplatform.filesystems import Location
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +65,7 @@ STALE_TEMP_SECONDS = 3600.0  # a temp file this old is left over whatever its pr
 STALE_OPEN_SECONDS = 60.0  # a write-ahead segment still being created after this long was abandoned
 WARN_EVERY_SECONDS = 10.0
 SEGMENT_GLOB = "seg-*.jsonl"
+PART_GLOB = "date=*/part-*.parquet"
 
 
 def _nothing(*_args: Any) -> None:
@@ -70,15 +82,17 @@ class WriterEvents:
     dropped: Callable[[int], None] = _nothing
     dead_lettered: Callable[[int, str], None] = _nothing
     replayed: Callable[[int], None] = _nothing
-    write_failed: Callable[[str], None] = _nothing
+    write_failed: Callable[[str], None] = _nothing  # also ``ship``: a put to the target failed (retried)
+    shipped: Callable[[int], None] = _nothing  # parts put to the target (with a target only)
 
 
 class FeatureLogWriter:
-    """Queue rows from the request path; a thread writes them as Parquet under ``root/date=YYYY-MM-DD/``."""
+    """Queue rows from the request path; a thread writes them as Parquet under ``root/date=YYYY-MM-DD/`` (and, with
+    a ``target`` on another filesystem or folder, another ships them there)."""
 
     def __init__(self, root: Path, batch_rows: int = 2000, flush_seconds: float = 2.0, on_written=None, *,
                  max_queue_rows: int = 50_000, dead_letter_dir: Path | None = None, wal_dir: Path | None = None,
-                 events: WriterEvents | None = None) -> None:
+                 events: WriterEvents | None = None, target: Location | None = None) -> None:
         self.root = Path(root)
         self.batch_rows = batch_rows
         self.flush_seconds = flush_seconds
@@ -88,6 +102,9 @@ class FeatureLogWriter:
         self.events = events or WriterEvents()
         if on_written is not None:
             self.events.written = on_written
+        spool = self.root.expanduser().resolve()
+        self.target = target if target is not None and target.local != spool else None
+        self.shipper = PartShipper(self.root, self.target, flush_seconds, self.events) if self.target else None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._pending = 0
         self._lock = threading.Lock()
@@ -168,17 +185,22 @@ class FeatureLogWriter:
             self._wal = WriteAheadSegment.create(self.wal_dir)
         self._thread = threading.Thread(target=self._run, name="feature-log-writer", daemon=True)
         self._thread.start()
+        if self.shipper is not None:
+            self.shipper.start()  # parts left by an earlier run first
 
     def close(self, timeout: float = 30.0) -> None:
         """Write everything still queued (retrying failed writes for up to ``timeout``), then stop the thread."""
         if self._thread is None:
             return
+        started = time.monotonic()
         with self._lock:
             self._closed = True
             self._stop_by = time.monotonic() + max(0.0, timeout - 1.0)
             self._queue.put(_STOP)
         self._thread.join(timeout)
         self._thread = None
+        if self.shipper is not None:  # what is written locally, shipped in the time left (the rest at next start)
+            self.shipper.close(max(1.0, timeout - (time.monotonic() - started)))
 
     # -- the thread ---------------------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -308,6 +330,8 @@ class FeatureLogWriter:
                 self.rows_written += table.num_rows
                 self.files_written += 1
                 self.events.written(table.num_rows, path)
+                if self.shipper is not None:
+                    self.shipper.wake()
         except Exception:  # noqa: BLE001 - retried with backoff; the rows stay queued and counted in the backlog
             self.errors += 1
             self.events.write_failed(target)
@@ -400,12 +424,123 @@ class FeatureLogWriter:
         return written
 
     def _written_keys(self, segment_id: str) -> set[tuple]:
-        files = sorted(self.root.glob(f"date=*/part-*-{segment_id}-*.parquet"))
-        if not files:
-            return set()
-        frame = read_logs(files, list(ROW_KEY)).frame
-        return {tuple(None if _isnull(v) else v for v in key) for key in
+        """Row keys already in Parquet from segment ``segment_id``: in the local spool, then (already shipped:
+        put before deleted, so a part is in one or the other) on the target."""
+        pattern = f"part-*-{segment_id}-*.parquet"
+        frames = []
+        files = sorted(self.root.glob(f"date=*/{pattern}"))
+        if files:
+            frames.append(read_logs(files, list(ROW_KEY)).frame)
+        if self.target is not None:  # only the days the segment lived (its name starts with its creation time)
+            shipped = all_log_files(self.target, pattern, days=(_segment_day(segment_id), "9999-12-31"))
+            if shipped:
+                frames.append(read_logs(shipped, list(ROW_KEY), self.target.fs).frame)
+        return {tuple(None if _isnull(v) else v for v in key) for frame in frames for key in
                 frame[list(ROW_KEY)].itertuples(index=False, name=None)}
+
+
+class PartShipper:
+    """A thread that puts each complete Parquet part under ``spool`` to ``target`` (same relative name), then deletes
+    the local copy; a failed put is retried with backoff (0.1 s doubling to 5 s) and the part waits on disk."""
+
+    def __init__(self, spool: Path, target: Location, every_seconds: float = 2.0,
+                 events: WriterEvents | None = None) -> None:
+        self.spool = Path(spool)
+        self.target = target
+        self.every_seconds = every_seconds
+        self.events = events or WriterEvents()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._warned_at = -WARN_EVERY_SECONDS
+        self.parts_shipped = 0
+        self.errors = 0
+
+    def pending(self) -> list[Path]:
+        """Complete parts in the spool not shipped yet (temp files are hidden names: never matched)."""
+        return sorted(self.spool.glob(PART_GLOB))
+
+    def ship(self) -> bool:
+        """Put every pending part to the target, deleting each local copy after its put; True when none is left.
+        Stops at the first failure (counted, logged at most every ``WARN_EVERY_SECONDS``)."""
+        for path in self.pending():
+            name = path.relative_to(self.spool).as_posix()
+            try:
+                self.target.put_file(path, name)
+            except FileNotFoundError:  # another writer sharing the spool shipped and deleted it meanwhile
+                if path.exists():
+                    return self._failed(name, FileNotFoundError(f"{self.target.show(name)}: no such folder"))
+                continue
+            except Exception as exc:  # noqa: BLE001 - the part stays on disk; retried with backoff
+                return self._failed(name, exc)
+            path.unlink(missing_ok=True)
+            self.parts_shipped += 1
+            self.events.shipped(1)
+        return True
+
+    def _failed(self, name: str, exc: Exception) -> bool:
+        from mlplatform.redact import redact
+
+        self.errors += 1
+        self.events.write_failed("ship")
+        now = time.monotonic()
+        if now - self._warned_at >= WARN_EVERY_SECONDS:
+            self._warned_at = now
+            log.warning("feature log: could not ship %s to %s (%s: %s); it stays in %s and is retried with backoff "
+                        "(%d part(s) waiting)", name, self.target.uri, type(exc).__name__, redact(str(exc)),
+                        self.spool, len(self.pending()))
+        return False
+
+    def wake(self) -> None:
+        """A part was written: ship it now rather than at the next tick."""
+        self._wake.set()
+
+    def start(self) -> None:
+        """Start the thread (it ships what an earlier run left first)."""
+        self._thread = threading.Thread(target=self._run, name="feature-log-shipper", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        backoff = RETRY_FIRST_SECONDS
+        while not self._stop.is_set():
+            try:
+                done = self.ship()
+            except Exception:  # noqa: BLE001 - a bug must not stop the shipper: parts wait on disk
+                log.exception("feature log: the shipper failed; retrying")
+                done = False
+            wait = self.every_seconds if done else backoff
+            backoff = RETRY_FIRST_SECONDS if done else min(2 * backoff, RETRY_MAX_SECONDS)
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the thread, then ship what is left, retrying for up to ``timeout`` (what still fails stays in the
+        spool for the next start)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        deadline = time.monotonic() + timeout
+        backoff = RETRY_FIRST_SECONDS
+        while not self.ship() and time.monotonic() + backoff < deadline:
+            time.sleep(backoff)
+            backoff = min(2 * backoff, RETRY_MAX_SECONDS)
+        left = len(self.pending())
+        if left:
+            log.error("feature log: %d part(s) could not be shipped to %s before shutdown; they stay in %s and are "
+                      "shipped at the next start", left, self.target.uri, self.spool)
+
+
+def _segment_day(segment_id: str) -> str:
+    """The ISO day before the one a segment ``seg-<YYYYmmddTHHMMSSffffff>-...`` was created: parts from it are in
+    day folders from then on (a row carried into it at midnight was logged the day before); the earliest day when
+    the name does not say."""
+    try:
+        created = datetime.strptime(segment_id.removeprefix("seg-")[:8], "%Y%m%d")
+    except ValueError:
+        return "0000-01-01"
+    return (created - timedelta(days=1)).date().isoformat()
 
 
 def _isnull(value: Any) -> bool:

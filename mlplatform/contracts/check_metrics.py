@@ -3,7 +3,9 @@
 `monitor check` writes its summary as ``check-<time>Z.json`` in the reports folder (``mlplatform.contracts.reports``).
 The service registers ``CheckReportCollector`` on its metrics registry; each scrape reads the newest summary, again
 only when the folder changed (its mtime: reports are renamed into place, which changes it), so a scrape costs one
-``stat`` most of the time. No check report yet (or an unreadable one): the families are declared with no sample.
+``stat`` most of the time. A reports folder on another filesystem (``MLPLATFORM_REPORTS_URI``) has no mtime: it is
+listed again at most every ``REMOTE_RELIST_SECONDS``. No check report yet (or an unreadable one): the families are
+declared with no sample.
 
 * ``mlplatform_monitor_check_breaches``: breaches the newest check named (0 when it passed);
 * ``mlplatform_monitor_check_timestamp_seconds``: when it ran (Unix time), to tell a stale verdict;
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,11 +27,13 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily
 
 from mlplatform.contracts.reports import REPORT_FILE
+from mlplatform.filesystems import Location, as_location
 
 BREACHES = "mlplatform_monitor_check_breaches"
 TIMESTAMP = "mlplatform_monitor_check_timestamp_seconds"
 STATUS = "mlplatform_monitor_check_status"
 STATUSES = ("ok", "breach", "error", "nothing to check")  # monitoring.check.CheckResult.status
+REMOTE_RELIST_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -41,8 +46,16 @@ class CheckVerdict:
     breaches: int
 
 
-def newest_check_report(folder: Path) -> Path | None:
-    """The newest ``check-*.json`` summary in ``folder`` (names sort by time), or None."""
+def newest_check_report(folder: Path | Location) -> Path | str | None:
+    """The newest ``check-*.json`` summary in ``folder`` (names sort by time), or None: a local path, or the name
+    in a folder on another filesystem."""
+    if isinstance(folder, Location) and not folder.is_local:
+        try:
+            names = [n for n in folder.glob("check-*.json") if REPORT_FILE.match(n)]
+        except OSError:
+            return None
+        return max(names) if names else None
+    folder = folder.local if isinstance(folder, Location) else folder
     try:
         names = [e.name for e in os.scandir(folder) if e.name.startswith("check-") and e.name.endswith(".json")]
     except OSError:
@@ -66,28 +79,42 @@ def parse_verdict(name: str, body: dict[str, Any]) -> CheckVerdict | None:
     return CheckVerdict(name, created.timestamp(), status, len(breaches))
 
 
-def read_verdict(folder: Path) -> CheckVerdict | None:
+def read_verdict(folder: Path | Location) -> CheckVerdict | None:
     """The verdict of the newest check report in ``folder`` (None: no report, or it cannot be read)."""
     path = newest_check_report(folder)
     if path is None:
         return None
     try:
-        body = json.loads(path.read_text())
+        if isinstance(path, Path):
+            body, name = json.loads(path.read_text()), path.name
+        else:
+            body, name = json.loads(as_location(folder).read_bytes(path)), path
     except (OSError, ValueError):
         return None
-    return parse_verdict(path.name, body) if isinstance(body, dict) else None
+    return parse_verdict(name, body) if isinstance(body, dict) else None
 
 
 class CheckReportCollector:
     """A Prometheus collector of the newest check verdict in ``folder``, re-read only when the folder changes."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = Path(folder)
+    def __init__(self, folder: Path | Location) -> None:
+        remote = isinstance(folder, Location) and not folder.is_local
+        self.location: Location | None = folder if remote else None
+        self.folder = Path(folder.local if isinstance(folder, Location) and folder.is_local else
+                           folder if not remote else ".")
         self._seen: int | None = None  # the folder's mtime (ns) when last read
         self._verdict: CheckVerdict | None = None
+        self._listed_at = -REMOTE_RELIST_SECONDS
 
     def verdict(self) -> CheckVerdict | None:
-        """The newest verdict (cached until the folder's mtime changes)."""
+        """The newest verdict (cached until the folder's mtime changes; on another filesystem, for
+        ``REMOTE_RELIST_SECONDS``)."""
+        if self.location is not None:
+            now = time.monotonic()
+            if now - self._listed_at >= REMOTE_RELIST_SECONDS:
+                self._listed_at = now
+                self._verdict = read_verdict(self.location)
+            return self._verdict
         try:
             mtime = self.folder.stat().st_mtime_ns
         except OSError:

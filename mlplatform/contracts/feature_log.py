@@ -21,6 +21,10 @@ original row goes to the dead-letter folder (``<data_dir>/feature_logs/_dead_let
 line per row: ``dead_lettered_at``, ``action``, ``reasons``, ``row``) with ``action: "coerced"``; a row that
 cannot be written even so is left out of the Parquet file and dead-lettered with ``action: "quarantined"``.
 
+The files may live on another filesystem (``MLPLATFORM_FEATURE_LOGS_URI``: ``file://``, ``memory://``,
+``s3://``): the readers take a ``mlplatform.filesystems.Location`` for the root and read through its filesystem;
+there each file is one whole object (``write_log_table`` puts it complete).
+
 Readers never crash on a file: ``read_logs`` skips (and names, with the reason) files it cannot read, that lack a
 required column or whose columns have types that cannot be cast to the schema's.
 """
@@ -33,10 +37,11 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
 
 from mlplatform.files import append_jsonl_many, atomic_path, read_jsonl
+from mlplatform.filesystems import Location
 
 BASE_COLUMNS = (
     "request_id", "logged_at", "transaction_id", "customer_id", "merchant_id", "amount", "transaction_ts",
@@ -217,20 +222,40 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def write_log_table(root: Path, table, when: datetime | None = None, tag: str | None = None) -> Path:
-    """Write one encoded table as a Parquet file under ``root/date=<when's day>/``, atomically; returns its path.
+def part_name(when: datetime, tag: str | None = None) -> str:
+    """The name of a log file of rows logged on ``when``'s day, relative to the root: ``date=<day>/part-....parquet``.
 
     ``tag`` (default: random) ends the file name, so a writer can find the files it wrote from one batch."""
+    return f"date={when:%Y-%m-%d}/part-{when:%H%M%S%f}-{tag or uuid.uuid4().hex[:8]}.parquet"
+
+
+def write_log_table(root: Path | Location, table, when: datetime | None = None, tag: str | None = None) -> Path | str:
+    """Write one encoded table as a Parquet file under ``root/date=<when's day>/`` whole (locally: atomically, with
+    fsync; on another filesystem: one put of the complete file); returns its path (a URI off the local disk).
+
+    ``tag`` (default: random) ends the file name, so a writer can find the files it wrote from one batch."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    when = when or datetime.now(UTC)
-    path = Path(root) / f"date={when:%Y-%m-%d}" / f"part-{when:%H%M%S%f}-{tag or uuid.uuid4().hex[:8]}.parquet"
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
-    return path
+    name = part_name(when or datetime.now(UTC), tag)
+    local = _local_root(root)
+    if local is not None:
+        path = local / name
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
+        return path
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return root.write_bytes(name, sink.getvalue().to_pybytes())
 
 
-def write_feature_log(root: Path, rows: list[dict[str, Any]], dead_letter: Path | None = None) -> Path | None:
+def _local_root(root: Path | Location) -> Path | None:
+    """The local folder of ``root`` (None when it is on another filesystem)."""
+    return root.local if isinstance(root, Location) else Path(root)
+
+
+def write_feature_log(root: Path | Location, rows: list[dict[str, Any]],
+                      dead_letter: Path | None = None) -> Path | str | None:
     """Write rows (``BASE_COLUMNS`` keys + a ``features`` dict) as one Parquet file, atomically; returns its path
     (None when no row could be written). Rows that did not fit go to ``dead_letter`` (required if there are any)."""
     encoded = encode_feature_log(rows)
@@ -263,15 +288,32 @@ def read_dead_letters(folder: Path) -> list[dict[str, Any]]:
 
 
 # --- reading ----------------------------------------------------------------------------------------------------
-def log_files(root: Path, start: datetime, end: datetime) -> list[Path]:
-    """Feature-log files whose day folder can hold rows logged in [start, end) (a day of slack each side)."""
+def log_files(root: Path | Location, start: datetime, end: datetime) -> list[PurePath]:
+    """Feature-log files whose day folder can hold rows logged in [start, end) (a day of slack each side): local
+    paths, or for a root on another filesystem, paths in it (read them with ``read_logs(..., root.fs)``)."""
     lo = (start - timedelta(days=1)).date().isoformat()
     hi = (end + timedelta(days=1)).date().isoformat()
-    out = []
-    for folder in sorted(Path(root).glob("date=*")):
-        day = folder.name.removeprefix("date=")
-        if lo <= day <= hi:
-            out.extend(sorted(folder.glob("part-*.parquet")))
+    return all_log_files(root, days=(lo, hi))
+
+
+def all_log_files(root: Path | Location, pattern: str = "part-*.parquet",
+                  days: tuple[str, str] | None = None) -> list[PurePath]:
+    """Feature-log files under ``root`` matching ``pattern`` in the day folders (of ``days``, inclusive ISO dates;
+    default all), by day then name (see ``log_files``). Only the day folders asked for are listed (an object store
+    holding years of logs is not listed whole)."""
+    local = _local_root(root)
+    if local is not None:
+        folders = [f.name for f in sorted(local.glob("date=*"))]
+    else:
+        folders = [name.rsplit("/", 1)[-1] for name in root.glob("date=*")]
+    if days is not None:
+        folders = [f for f in folders if days[0] <= f.removeprefix("date=") <= days[1]]
+    out: list[PurePath] = []
+    for folder in sorted(folders):
+        if local is not None:
+            out.extend(sorted((local / folder).glob(pattern)))
+        else:
+            out.extend(PurePosixPath(root.path(name)) for name in root.glob(f"{folder}/{pattern}"))
     return out
 
 
@@ -279,7 +321,7 @@ def log_files(root: Path, start: datetime, end: datetime) -> list[Path]:
 class UnreadableFile:
     """A log file the readers skipped, why, and how many rows it holds (None when even that is unknown)."""
 
-    path: Path
+    path: PurePath
     reason: str
     rows: int | None = None
 
@@ -295,9 +337,10 @@ class LogRead:
     unreadable: list[UnreadableFile] = field(default_factory=list)
 
 
-def read_logs(files: list[Path], columns: list[str] | None = None) -> LogRead:
+def read_logs(files: list[PurePath], columns: list[str] | None = None, filesystem: Any = None) -> LogRead:
     """The rows of ``files`` as one DataFrame (with ``columns``: only those, plus the ids monitoring needs), and
     the files skipped because they could not be read, lack a required column, or hold a column of the wrong type.
+    ``filesystem``: the (fsspec) filesystem the files are on (a ``Location``'s ``fs``); default the local one.
 
     Files written before a column of ``ADDED_COLUMNS`` existed get it as nulls."""
     import pandas as pd
@@ -305,7 +348,7 @@ def read_logs(files: list[Path], columns: list[str] | None = None) -> LogRead:
     frames = []
     unreadable: list[UnreadableFile] = []
     for path in files:
-        table, problem = _read_one(Path(path), columns)
+        table, problem = _read_one(path if filesystem is not None else Path(path), columns, filesystem)
         if problem is not None:
             unreadable.append(problem)
         elif table is not None:
@@ -315,16 +358,16 @@ def read_logs(files: list[Path], columns: list[str] | None = None) -> LogRead:
     return LogRead(frame, unreadable)
 
 
-def _read_one(path: Path, columns: list[str] | None):
+def _read_one(path: PurePath, columns: list[str] | None, filesystem: Any = None):
     """(table, None) for a readable log file in the schema's types, else (None, UnreadableFile)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        table = pq.read_table(path if filesystem is None else path.as_posix(), filesystem=filesystem)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is skipped and named, never fatal
         return None, UnreadableFile(path, f"unreadable: {type(exc).__name__}: {_short(str(exc), 160)}",
-                                    _row_count(path))
+                                    _row_count(path, filesystem))
     lacking = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
     if lacking:
         return None, UnreadableFile(path, f"lacks the column(s) {', '.join(lacking)}", table.num_rows)
@@ -349,24 +392,32 @@ def _read_one(path: Path, columns: list[str] | None):
     return table, None
 
 
-def _row_count(path: Path) -> int | None:
+def _row_count(path: PurePath, filesystem: Any = None) -> int | None:
     import pyarrow.parquet as pq
 
     try:
-        return pq.ParquetFile(path).metadata.num_rows
+        if filesystem is None:
+            return pq.ParquetFile(path).metadata.num_rows
+        with filesystem.open(path.as_posix(), "rb") as fh:
+            return pq.ParquetFile(fh).metadata.num_rows
     except Exception:  # noqa: BLE001 - even the footer is unreadable
         return None
 
 
-def read_log_files(files: list[Path], columns: list[str] | None = None):
+def read_log_files(files: list[PurePath], columns: list[str] | None = None, filesystem: Any = None):
     """The rows of ``files`` as one DataFrame; with ``columns``, only those (plus the ids monitoring needs).
     Unreadable files are skipped (``read_logs`` names them)."""
-    return read_logs(files, columns).frame
+    return read_logs(files, columns, filesystem).frame
 
 
-def read_feature_logs(root: Path):
-    """Every feature-log row under ``root`` as one DataFrame."""
-    return read_log_files(sorted(Path(root).glob("date=*/part-*.parquet")))
+def read_feature_logs(root: Path | Location):
+    """Every feature-log row under ``root`` (a local folder, or a Location on any filesystem) as one DataFrame."""
+    return read_log_files(all_log_files(root), filesystem=filesystem_of(root))
+
+
+def filesystem_of(root: Path | Location) -> Any:
+    """The filesystem to read ``root``'s files through: None (the local one, by path) or the Location's."""
+    return None if _local_root(root) is not None else root.fs
 
 
 def _as_float(value: Any) -> float | None:

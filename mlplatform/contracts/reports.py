@@ -6,6 +6,10 @@ Layout (``settings.layout.reports_dir``)::
     <kind>-<YYYYmmddTHHMMSSffffff>Z.json        summary: kind, created_at, status, headline, figures, html
     <kind>-<...>Z.html                          the page a person opens (Evidently's for skew)
     models/v<N>.html                            the page of model version N (mlplatform.models.page)
+
+The folder may be on another filesystem (``mlplatform.filesystems.reports_location``: ``MLPLATFORM_REPORTS_URI``, e.g.
+``s3://bucket/reports``); every function here takes a local folder or a ``mlplatform.filesystems.Location`` and
+lists and reads through its filesystem.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from mlplatform.filesystems import Location, as_location
 
 KINDS = ("skew", "consistency", "quality", "check")
 REPORT_FILE = re.compile(r"^(skew|consistency|quality|check)-\d{8}T\d{12}Z\.(html|json)$")
@@ -31,13 +37,14 @@ def model_page_name(version: int) -> str:
     return f"v{int(version)}.html"
 
 
-def list_model_pages(folder: Path) -> list[int]:
+def list_model_pages(folder: Path | Location) -> list[int]:
     """Versions whose model page is in ``folder``/models, newest first."""
-    found = (MODEL_PAGE_FILE.match(p.name) for p in (Path(folder) / MODEL_PAGES_DIR).glob("v*.html"))
+    names = as_location(folder).glob(f"{MODEL_PAGES_DIR}/v*.html")
+    found = (MODEL_PAGE_FILE.match(name.rsplit("/", 1)[-1]) for name in names)
     return sorted((int(m.group(1)) for m in found if m), reverse=True)
 
 
-def index_page(folder: Path) -> str:
+def index_page(folder: Path | Location) -> str:
     """The index of ``folder`` as it stands: its reports and its model pages."""
     return render_index(list_reports(folder), model_pages=list_model_pages(folder))
 
@@ -47,17 +54,20 @@ def report_stem(kind: str, when: datetime) -> str:
     return f"{kind}-{when.astimezone(UTC):%Y%m%dT%H%M%S%f}Z"
 
 
-def list_reports(folder: Path) -> list[dict[str, Any]]:
+def list_reports(folder: Path | Location) -> list[dict[str, Any]]:
     """Every report summary in ``folder``, newest first (unreadable files are skipped)."""
+    location = as_location(folder)
     out = []
-    for path in Path(folder).glob("*.json"):
-        if not REPORT_FILE.match(path.name):
+    for name in location.glob("*.json"):
+        if not REPORT_FILE.match(name):
             continue
         try:
-            body = json.loads(path.read_text())
+            body = json.loads(location.read_bytes(name))
         except (OSError, ValueError):
             continue
-        body["json"] = path.name
+        if not isinstance(body, dict):
+            continue
+        body["json"] = name
         out.append(body)
     return sorted(out, key=lambda b: (str(b.get("created_at", "")), b["json"]), reverse=True)
 

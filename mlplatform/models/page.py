@@ -24,7 +24,7 @@ from typing import Any
 from mlplatform.audit import list_records
 from mlplatform.contracts.reports import INDEX_FILE, MODEL_PAGES_DIR, NO_ICON, index_page, model_page_name
 from mlplatform.errors import DataNotFoundError
-from mlplatform.files import write_atomic
+from mlplatform.filesystems import reports_location
 from mlplatform.models.registry import STATS_FILE, ModelRegistry, ModelVersion
 from mlplatform.settings import Settings
 
@@ -326,9 +326,10 @@ def render_model_page(facts: dict[str, Any]) -> str:
 
 
 # --- writing --------------------------------------------------------------------------------------------------------
-def model_page_path(settings: Settings, version: int) -> Path:
-    """Where the page of ``version`` is written: ``<reports_dir>/models/v<N>.html``."""
-    return settings.layout.reports_dir / MODEL_PAGES_DIR / model_page_name(version)
+def model_page_path(settings: Settings, version: int) -> Path | str:
+    """Where the page of ``version`` is written: ``<reports_dir>/models/v<N>.html`` (a URI with
+    ``MLPLATFORM_REPORTS_URI``)."""
+    return reports_location(settings.layout).file(f"{MODEL_PAGES_DIR}/{model_page_name(version)}")
 
 
 def model_page_html(settings: Settings, version: int) -> str:
@@ -336,21 +337,20 @@ def model_page_html(settings: Settings, version: int) -> str:
     return render_model_page(page_facts(settings, version))
 
 
-def write_model_page(settings: Settings, version: int) -> Path:
+def write_model_page(settings: Settings, version: int) -> Path | str:
     """(Re)write the page of ``version`` atomically, then the reports index so it links the page."""
-    path = model_page_path(settings, version)
-    write_atomic(path, model_page_html(settings, version))
-    folder = settings.layout.reports_dir
-    write_atomic(folder / INDEX_FILE, index_page(folder))
+    folder = reports_location(settings.layout)  # the local folder, or MLPLATFORM_REPORTS_URI's
+    path = folder.write_bytes(f"{MODEL_PAGES_DIR}/{model_page_name(version)}", model_page_html(settings, version))
+    folder.write_bytes(INDEX_FILE, index_page(folder))
     return path
 
 
-def refresh_model_pages(settings: Settings, versions: set[int]) -> list[Path]:
+def refresh_model_pages(settings: Settings, versions: set[int]) -> list[Path | str]:
     """Rewrite the pages already written of ``versions`` (after a promotion or rollback changed their aliases and
     history); best effort: a page that cannot be written is logged and left as it was."""
     written = []
     for version in sorted(v for v in versions if v is not None):
-        if not model_page_path(settings, version).is_file():
+        if not reports_location(settings.layout).is_file(f"{MODEL_PAGES_DIR}/{model_page_name(version)}"):
             continue
         try:
             written.append(write_model_page(settings, version))
