@@ -25,7 +25,8 @@ from mlplatform.files import write_atomic
 HERE = Path(__file__).resolve().parent
 README = HERE.parent / "README.md"
 MODULES = ["features", "training", "serving", "admission", "monitoring", "scoring", "promotion", "cli", "chaos",
-           "durability", "reconcile", "streaming", "replay", "queue_scoring"]
+           "durability", "reconcile", "streaming", "replay", "queue_scoring", "redis_cluster", "cluster_serving",
+           "spark"]
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 

@@ -23,9 +23,9 @@ FEAST = str(Path(sys.executable).with_name("feast"))
 @pytest.mark.slow
 def test_feast_ui_serves_our_registry(applied_world, store):
     port = free_port()
+    env = {**process_environ(applied_world), **applied_world.feast_env()}  # as after `eval "$(mlplatform env)"`
     proc = subprocess.Popen([FEAST, "-c", str(applied_world.feature_repo), "ui", "--host", "127.0.0.1", "--port",
-                             str(port)], env=process_environ(applied_world), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                             str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90

@@ -1,19 +1,16 @@
 """The cluster profile's registries on a real PostgreSQL: Feast's SQL registry and MLflow's backend store.
 
-Each test gets a database of its own (``mlplatform_test_<random>``, dropped at the end) on 127.0.0.1:5432 (or
-``MLPLATFORM_TEST_POSTGRES_URL``). Nothing answering there: skipped locally with the reason, a failure with CI=true
-(.ci/run starts one). Marked ``integration``: ``make test`` runs them, ``make test-fast`` does not.
+Each test gets a database of its own (the ``pg_url`` fixture, tests/platform/conftest.py). Marked ``integration``
+and ``cluster``: ``make test`` runs them, ``make test-fast`` does not.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -22,7 +19,6 @@ from tests.conftest import make_settings, process_environ
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
-SERVER_URL = os.environ.get("MLPLATFORM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REGISTRY_TABLES = {  # Feast's SQL registry: table -> (proto column, proto class name)
     "entities": ("entity_proto", "Entity"),
     "data_sources": ("data_source_proto", "DataSource"),
@@ -30,42 +26,6 @@ REGISTRY_TABLES = {  # Feast's SQL registry: table -> (proto column, proto class
     "on_demand_feature_views": ("feature_view_proto", "OnDemandFeatureView"),
     "feature_services": ("feature_service_proto", "FeatureService"),
 }
-
-
-def _server():
-    import sqlalchemy as sa
-
-    return sa.create_engine(SERVER_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-
-
-@pytest.fixture()
-def pg_url(monkeypatch):
-    """A fresh database on the PostgreSQL server; its URL (dropped after the test). The Feast environment that
-    ``make_settings`` exports for it is taken back after the test (later settings would read it)."""
-    import sqlalchemy as sa
-
-    monkeypatch.setenv("MLPLATFORM_FEAST_REGISTRY_URL", "")
-
-    engine = _server()
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-    except sa.exc.OperationalError as exc:
-        why = f"no PostgreSQL answers at {engine.url.render_as_string(hide_password=True)} ({type(exc.orig).__name__})"
-        engine.dispose()
-        if os.environ.get("CI", "").strip().lower() == "true":
-            pytest.fail(f"CI=true and {why}: CI must run the PostgreSQL tests (.ci/run starts one)")
-        pytest.skip(f"{why}; start one or set MLPLATFORM_TEST_POSTGRES_URL")
-    name = f"mlplatform_test_{uuid.uuid4().hex[:12]}"
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield engine.url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with engine.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
-
 
 def _stamped_repo(src: Path, dst: Path, stamp: str) -> Path:
     """A copy of the feature repo whose every description starts with ``[stamp]`` (one version of the repo)."""
