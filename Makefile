@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum
 DEMO_ENV := MLPLATFORM_DATA_DIR=demo-data MLPLATFORM_REDIS_ADDR=127.0.0.1:6399 MLPLATFORM_EMBEDDED_REDIS_PORT=6399 \
 	MLPLATFORM_SERVING_PORT=8088 MLPLATFORM_SERVING_API_KEY=demo-admin-key
 
-.PHONY: help setup browser demo test test-fast bench chaos lint format clean docs
+.PHONY: help setup browser demo demo-cluster test test-fast bench chaos lint format clean docs
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -89,6 +89,36 @@ demo: setup ## Run the whole journey end to end on an embedded Redis (no server 
 	@echo "  audit, lineage  $(MLP) audit --limit 20, $(MLP) lineage golden   (with the export above; --json for scripts)"
 	@echo "  MLflow, Feast   their UIs over this registry: docs/operations.md, section MLflow's UI and Feast's UI"
 
+# The cluster profile's demo: Spark in-process (local[2]), a local 3-master Redis Cluster, PostgreSQL registries.
+CLUSTER_PG ?= postgresql+psycopg://postgres@127.0.0.1:5432
+CLUSTER_ENV := MLPLATFORM_PROFILE=cluster MLPLATFORM_DATA_DIR=demo-cluster-data \
+	MLPLATFORM_REDIS_ADDR=127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002 \
+	MLPLATFORM_FEAST_REGISTRY_URL=$(CLUSTER_PG)/mlplatform_demo MLPLATFORM_MODELS_BACKEND_URL=$(CLUSTER_PG)/mlplatform_demo \
+	MLPLATFORM_SERVING_PORT=8089
+
+demo-cluster: setup ## The journey on the cluster profile (Spark, Redis Cluster, PostgreSQL at CLUSTER_PG; a few minutes)
+	@test ! -f demo-cluster-data/serve.pid || kill $$(cat demo-cluster-data/serve.pid) 2>/dev/null || true
+	@rm -rf demo-cluster-data && mkdir -p demo-cluster-data
+	@echo "== a fresh database mlplatform_demo on $(CLUSTER_PG) (both registries) and a Redis Cluster on 127.0.0.1:7000-7002"
+	$(PY) -c "import sqlalchemy as sa; c = sa.create_engine('$(CLUSTER_PG)/postgres', isolation_level='AUTOCOMMIT', \
+		connect_args={'connect_timeout': 5}).connect(); c.execute(sa.text('DROP DATABASE IF EXISTS mlplatform_demo WITH (FORCE)')); \
+		c.execute(sa.text('CREATE DATABASE mlplatform_demo'))" \
+		|| { echo "no PostgreSQL at $(CLUSTER_PG): start one, or pass CLUSTER_PG=postgresql+psycopg://user:pass@host:5432"; exit 1; }
+	infra/redis-cluster.sh up --port 7000 --dir demo-cluster-data/redis-cluster
+	$(CLUSTER_ENV) $(MLP) data generate --customers 600 --days 21 --seed 21 --start today-40d
+	$(CLUSTER_ENV) $(MLP) features build
+	$(CLUSTER_ENV) $(MLP) apply      # Feast's SQL registry on PostgreSQL; SparkSources (Feast reads them with Spark)
+	$(CLUSTER_ENV) $(MLP) materialize   # Feast's Spark compute engine into the Redis Cluster
+	$(CLUSTER_ENV) $(MLP) features online --customer-id 1 --merchant-id 10001 --amount 250
+	$(CLUSTER_ENV) $(MLP) dataset build   # point-in-time joins by Feast's Spark offline store
+	$(CLUSTER_ENV) $(MLP) train      # registered in MLflow on PostgreSQL
+	$(CLUSTER_ENV) $(MLP) models promote 1
+	$(CLUSTER_ENV) $(MLP) serve --log-level warning > demo-cluster-data/serve.log 2>&1 & echo $$! > demo-cluster-data/serve.pid
+	$(CLUSTER_ENV) $(MLP) predict --wait 180 --customer-id 1 --merchant-id 10001 --amount 250   # from the Redis Cluster
+	@kill $$(cat demo-cluster-data/serve.pid) && rm demo-cluster-data/serve.pid
+	infra/redis-cluster.sh down --port 7000 --dir demo-cluster-data/redis-cluster
+	@echo "demo-cluster done: the same commands on Spark, a Redis Cluster and PostgreSQL (docs/cluster.md)"
+
 test: setup browser ## Run the whole test suite (Redis: yours if it answers, else an embedded one; see README)
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
@@ -109,7 +139,7 @@ format: setup ## Format with ruff
 	$(VENV)/bin/ruff format .
 
 clean: ## Remove generated data (not the venv)
-	rm -rf demo-data data .pytest_cache
+	rm -rf demo-data demo-cluster-data data .pytest_cache
 
 docs: setup ## Regenerate the README's configuration table from the settings
 	$(PY) -m mlplatform.settings_doc --write
