@@ -96,7 +96,7 @@ CLUSTER_ENV := MLPLATFORM_PROFILE=cluster MLPLATFORM_DATA_DIR=demo-cluster-data 
 	MLPLATFORM_FEAST_REGISTRY_URL=$(CLUSTER_PG)/mlplatform_demo MLPLATFORM_MODELS_BACKEND_URL=$(CLUSTER_PG)/mlplatform_demo \
 	MLPLATFORM_SERVING_PORT=8089
 
-demo-cluster: setup ## The journey on the cluster profile (Spark, Redis Cluster, PostgreSQL at CLUSTER_PG; a few minutes)
+demo-cluster: setup ## The journey on the cluster profile (Spark, Redis Cluster, PostgreSQL at CLUSTER_PG; ~8 min)
 	@test ! -f demo-cluster-data/serve.pid || kill $$(cat demo-cluster-data/serve.pid) 2>/dev/null || true
 	@rm -rf demo-cluster-data && mkdir -p demo-cluster-data
 	@echo "== a fresh database mlplatform_demo on $(CLUSTER_PG) (both registries) and a Redis Cluster on 127.0.0.1:7000-7002"

@@ -52,6 +52,7 @@ up() {
   server="$(find_binary redis-server)"
   if cluster_ok; then echo "Redis Cluster already up at $(addr)"; return; fi
   mkdir -p "$dir"
+  dir="$(cd "$dir" && pwd)"  # redis-server moves into --dir before it opens --logfile: paths must be absolute
   for p in "${ports[@]}"; do
     answers "$p" && continue
     "$server" --port "$p" --bind 127.0.0.1 --cluster-enabled yes --cluster-config-file "nodes-$p.conf" \
