@@ -127,9 +127,11 @@ class ServingContext:
                 written=lambda n, _path: metrics.log_rows.inc(n), dropped=metrics.log_dropped.inc,
                 dead_lettered=lambda n, action: metrics.log_dead_lettered.labels(action).inc(n),
                 replayed=metrics.log_replayed.inc,
-                write_failed=lambda target: metrics.log_write_failures.labels(target).inc()),
+                write_failed=lambda target: metrics.log_write_failures.labels(target).inc(),
+                shipped=metrics.log_parts_shipped.inc),
         )
-        metrics.track_backlog(lambda: feature_log.backlog)
+        shipper = feature_log.shipper
+        metrics.track_backlog(lambda: feature_log.backlog, (lambda: len(shipper.pending())) if shipper else (lambda: 0))
         registry = ModelRegistry(settings)
         pool = ModelPool(registry, settings.serving_warmup_predictions, check_model=readers.check_model,
                          on_swap=SwapEffects(cache, metrics))

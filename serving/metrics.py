@@ -69,7 +69,14 @@ class ServingMetrics:
                                     "service left.", registry=r)
         self.log_write_failures = Counter("mlplatform_feature_log_write_failures",
                                           "Failed feature-log write attempts (retried with backoff), per target: "
-                                          "parquet, wal, dead_letter.", ["target"], registry=r)
+                                          "parquet, wal, dead_letter, ship (a put to MLPLATFORM_FEATURE_LOGS_URI).",
+                                          ["target"], registry=r)
+        self.log_parts_shipped = Counter("mlplatform_feature_log_parts_shipped",
+                                         "Feature-log Parquet parts put to MLPLATFORM_FEATURE_LOGS_URI (then deleted "
+                                         "locally).", registry=r)
+        self.log_parts_waiting = Gauge("mlplatform_feature_log_parts_waiting",
+                                       "Feature-log Parquet parts written locally and not yet shipped to "
+                                       "MLPLATFORM_FEATURE_LOGS_URI (0 without it).", registry=r)
         self.shed = Counter("mlplatform_shed_requests",
                             "Requests answered 503 at once because serving_max_in_flight were already in flight.",
                             registry=r)
@@ -96,9 +103,11 @@ class ServingMetrics:
             child = self._request_children[key] = self.requests.labels(endpoint, str(status))
         child.inc()
 
-    def track_backlog(self, fn: Callable[[], float]) -> None:
-        """Read the feature-log backlog from ``fn`` at scrape time."""
+    def track_backlog(self, fn: Callable[[], float], parts_waiting: Callable[[], float] = lambda: 0.0) -> None:
+        """Read the feature-log backlog from ``fn`` and the parts waiting to be shipped from ``parts_waiting`` at
+        scrape time."""
         self.log_backlog.set_function(fn)
+        self.log_parts_waiting.set_function(parts_waiting)
 
     def track_events(self, backlog: Callable[[], float], stream: Callable[[], tuple[int | None, int | None]]) -> None:
         """Read the recording backlog from ``backlog`` and the consumer group's (lag, pending) from ``stream`` at

@@ -177,6 +177,16 @@ def test_a_replay_skips_rows_already_shipped(tmp_path):
     assert not list(wal.glob("seg-*.jsonl")) and _local_rows(spool) == []
 
 
+def _samples(text: str) -> dict[str, float]:
+    """Unlabelled samples of a Prometheus exposition: name -> value."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#") and "{" not in line:
+            name, _, value = line.partition(" ")
+            out[name] = float(value)
+    return out
+
+
 def test_the_service_ships_every_answered_request_to_the_uri(serving_settings, trained_models, online_world):
     from fastapi.testclient import TestClient
 
@@ -193,6 +203,16 @@ def test_the_service_ships_every_answered_request_to_the_uri(serving_settings, t
             response = client.post("/v1/predict", json=txn_body(row))
             assert response.status_code == 200, response.text
             answers.append(response.json())
+        # while it runs, /metrics says the parts went out: shipped counted, none left waiting
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            metrics = _samples(client.get("/metrics").text)
+            if metrics.get("mlplatform_feature_log_parts_shipped_total", 0) >= 1 and not metrics.get(
+                    "mlplatform_feature_log_parts_waiting", 1) and _objects(url):
+                break
+            time.sleep(0.2)
+        assert metrics["mlplatform_feature_log_parts_shipped_total"] >= 1, metrics
+        assert metrics["mlplatform_feature_log_parts_waiting"] == 0, metrics
     logged = [r for r in _objects(url) if r["served"]]
     assert sorted(r["request_id"] for r in logged) == sorted(a["request_id"] for a in answers)
     by_id = {r["request_id"]: r for r in logged}
