@@ -38,7 +38,7 @@ class RedisAddress:
         options = dict(part.split("=", 1) for part in parts if "=" in part)
         nodes = []
         for part in (p for p in parts if "=" not in p):
-            host, _, port = part.rpartition(":")
+            host, _, port = part.rpartition(":") if ":" in part else (part, ":", "")  # a bare host: port 6379
             if port and not port.isdigit():
                 raise ValueError(f"a Redis address is host:port[,key=value...]; '{part}' has no port number")
             nodes.append((host or "127.0.0.1", int(port or 6379)))

@@ -90,3 +90,24 @@ def test_any_invalid_setting_names_the_variable_not_its_value(tmp_path):
     assert "MLPLATFORM_PROFILE: Input should be 'local' or 'cluster'" in out.stderr
     assert "MLPLATFORM_REDIS_TIMEOUT_SECONDS: Input should be greater than 0" in out.stderr
     assert "s3cret-pw" not in out.stderr + out.stdout
+
+
+def test_a_cluster_address_lists_its_seed_nodes_and_masks_its_password():
+    from mlplatform.settings import RedisAddress
+
+    addr = RedisAddress.parse("10.0.0.1:7000, 10.0.0.2:7001,10.0.0.3,password=p@ss,ssl=true")
+    assert addr.nodes == (("10.0.0.1", 7000), ("10.0.0.2", 7001), ("10.0.0.3", 6379))
+    assert (addr.host, addr.port, addr.password) == ("10.0.0.1", 7000, "p@ss")
+    assert str(addr) == "10.0.0.1:7000,10.0.0.2:7001,10.0.0.3:6379,password=***" and "p@ss" not in repr(addr)
+    single = RedisAddress.parse("redis.internal:6380,db=3")
+    assert single.nodes == (("redis.internal", 6380),) and single.db == 3
+    with pytest.raises(ValueError, match="'h:port' has no port number"):
+        RedisAddress.parse("h:port")
+
+
+def test_a_cluster_client_refuses_a_database_number():
+    from mlplatform.stores import redis_client
+
+    settings = _settings(redis_addr="127.0.0.1:7000,db=2", redis_cluster=True)
+    with pytest.raises(ValueError, match="a Redis Cluster has only database 0"):
+        redis_client(settings)
