@@ -123,19 +123,24 @@ def bounded_redis_cluster(addr: RedisAddress, timeout: float, **options: Any):
     ``timeout``, no retries inside a call, network failures as ``RedisUnavailable``."""
     from redis.cluster import ClusterNode, RedisCluster
 
-    if addr.db:
-        raise ValueError(f"a Redis Cluster has only database 0; MLPLATFORM_REDIS_ADDR asks for db={addr.db}")
     options.setdefault("socket_timeout", timeout)
     options.setdefault("socket_connect_timeout", options["socket_timeout"])
     try:  # the client reads the slot map from the first seed node that answers
-        return RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in addr.nodes],
+        return RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in _cluster_nodes(addr)],
                             password=addr.password, retry=Retry(NoBackoff(), 0), **options)
-    except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
+    except REDIS_FAILURES as exc:
         raise RedisUnavailable(
             f"the online store (Redis Cluster at {addr}) did not answer ({type(exc).__name__}: "
             f"{redact(str(exc), [addr.password or ''])}); check that it runs and that MLPLATFORM_REDIS_ADDR lists its "
             "nodes"
         ) from None
+
+
+def _cluster_nodes(addr: RedisAddress) -> tuple[tuple[str, int], ...]:
+    """A Redis Cluster's seed nodes; a database number is refused (a cluster has only database 0)."""
+    if addr.db:
+        raise ValueError(f"a Redis Cluster has only database 0; MLPLATFORM_REDIS_ADDR asks for db={addr.db}")
+    return addr.nodes
 
 
 def redis_client(settings: Settings, timeout: float | None = None) -> redis.Redis:
@@ -159,10 +164,8 @@ def async_redis_client(settings: Settings, timeout: float, max_connections: int 
     if settings.uses_redis_cluster:
         from redis.asyncio.cluster import ClusterNode
 
-        if addr.db:
-            raise ValueError(f"a Redis Cluster has only database 0; MLPLATFORM_REDIS_ADDR asks for db={addr.db}")
         return aredis.RedisCluster(
-            startup_nodes=[ClusterNode(host, port) for host, port in addr.nodes], password=addr.password,
+            startup_nodes=[ClusterNode(host, port) for host, port in _cluster_nodes(addr)], password=addr.password,
             socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0),
             max_connections=max_connections, health_check_interval=0,
         )

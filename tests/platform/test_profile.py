@@ -106,8 +106,10 @@ def test_a_cluster_address_lists_its_seed_nodes_and_masks_its_password():
 
 
 def test_a_cluster_client_refuses_a_database_number():
-    from mlplatform.stores import redis_client
+    from mlplatform.stores import async_redis_client, redis_client
 
     settings = _settings(redis_addr="127.0.0.1:7000,db=2", redis_cluster=True)
     with pytest.raises(ValueError, match="a Redis Cluster has only database 0"):
         redis_client(settings)
+    with pytest.raises(ValueError, match="a Redis Cluster has only database 0"):
+        async_redis_client(settings, timeout=1.0)
