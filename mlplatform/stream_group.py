@@ -22,7 +22,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Protocol
+from dataclasses import KW_ONLY, dataclass
+from typing import Any
 
 import redis
 
@@ -130,21 +131,25 @@ def id_key(entry_id: Any) -> tuple[int, int, Any]:
     return int(ms), int(seq or 0), entry_id
 
 
-class GroupOptions(Protocol):
-    """What the loop needs of a consumer's options (each group's options dataclass has these fields)."""
+@dataclass(frozen=True)
+class GroupOptions:
+    """What the loop needs of a consumer's options: the stream and this member's name (positional), then how it
+    reads, claims, trims and stops (keyword-only). Each group's options extend it with their own group name
+    (``group``, keyword-only) and fields."""
 
     stream: str
     consumer: str
-    group: str
-    batch_size: int
-    block_ms: int
-    claim_idle_ms: int
-    claim_every_s: float
-    max_events: int | None
-    idle_exit_s: float | None
-    trim: bool
-    trim_every_s: float
-    report_every_s: float
+    _: KW_ONLY
+    group: str = ""
+    batch_size: int = 500
+    block_ms: int = 5
+    claim_idle_ms: int = 30_000
+    claim_every_s: float = 30.0
+    max_events: int | None = None
+    idle_exit_s: float | None = None
+    trim: bool = True
+    trim_every_s: float = 10.0
+    report_every_s: float = 5.0
 
 
 class GroupConsumer:

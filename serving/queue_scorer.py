@@ -33,7 +33,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from redis.cluster import RedisCluster
@@ -46,6 +46,7 @@ from mlplatform.stream_group import (
     DEAD_MAXLEN,
     Entry,
     GroupConsumer,
+    GroupOptions,
     dead_letter_fields,
     dead_letter_stream,
     every,
@@ -135,22 +136,12 @@ def check_same_slot(scores_stream: str) -> None:
 
 
 @dataclass(frozen=True)
-class ScorerOptions:
-    """What one scorer reads, where it publishes, and how."""
+class ScorerOptions(GroupOptions):
+    """What one scorer reads (``GroupOptions``), where it publishes, and how."""
 
-    stream: str
-    consumer: str
     scores_stream: str
+    _: KW_ONLY
     group: str = SCORER_GROUP
-    batch_size: int = 500
-    block_ms: int = 5
-    claim_idle_ms: int = 30_000
-    claim_every_s: float = 30.0
-    max_events: int | None = None
-    idle_exit_s: float | None = None
-    trim: bool = True
-    trim_every_s: float = 10.0
-    report_every_s: float = 5.0
     max_len: int = SCORES_MAX_LEN
     dedupe_ttl_s: int = DEDUPE_TTL_S
 

@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from mlplatform.contracts.activity_log import CONSUMER_GROUP, apply_events
@@ -32,6 +32,7 @@ from mlplatform.stream_group import (
     DEAD_MAXLEN,
     Entry,
     GroupConsumer,
+    GroupOptions,
     dead_letter_fields,
     dead_letter_stream,
     group_info,
@@ -49,22 +50,12 @@ class StreamApplyError(MLPlatformError):
 
 
 @dataclass(frozen=True)
-class ConsumerOptions:
-    """What one consumer reads and how."""
+class ConsumerOptions(GroupOptions):
+    """What one consumer reads and how (``GroupOptions``), for which Feast project."""
 
-    stream: str
-    consumer: str
     project: str
+    _: KW_ONLY
     group: str = CONSUMER_GROUP
-    batch_size: int = 500
-    block_ms: int = 5
-    claim_idle_ms: int = 30_000
-    claim_every_s: float = 30.0
-    max_events: int | None = None
-    idle_exit_s: float | None = None
-    trim: bool = True
-    trim_every_s: float = 10.0
-    report_every_s: float = 5.0
     feast_rows: bool = True  # write Feast's customer_activity row of each customer a batch touched
 
 
