@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.features import FEATURES, START, make_table
+from bench.features import START, bench_store, hset_floor_seconds, make_table, parquet_source
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "infra" / "redis-cluster.sh"
@@ -98,29 +98,7 @@ def single_redis(workdir: Path) -> Iterator[str]:
 
 def _store(workdir: Path, parquet: Path, addr: str, cluster: bool):
     """A Feast store of one view over ``parquet`` with its online store at ``addr`` (a cluster's or a Redis's)."""
-    from feast import Entity, FeatureStore, FeatureView, Field, FileSource, RepoConfig, ValueType
-    from feast.infra.online_stores.redis import RedisOnlineStoreConfig
-    from feast.repo_config import RegistryConfig
-    from feast.types import Float64, Int64
-
-    config = RepoConfig(
-        project="bench",
-        provider="local",
-        registry=RegistryConfig(path=str(workdir / "registry.db"), cache_ttl_seconds=60),
-        offline_store={"type": "duckdb"},
-        online_store=RedisOnlineStoreConfig(connection_string=addr,
-                                            redis_type="redis_cluster" if cluster else "redis"),
-        entity_key_serialization_version=3,
-        repo_path=str(workdir),
-    )
-    store = FeatureStore(config=config)
-    customer = Entity(name="customer", join_keys=["customer_id"], value_type=ValueType.INT64)
-    source = FileSource(path=str(parquet), timestamp_field="event_timestamp",
-                        created_timestamp_column="created_timestamp")
-    view = FeatureView(name="bench_view", entities=[customer], ttl=timedelta(days=7), source=source,
-                       schema=[Field(name=f, dtype=Int64 if f in ("f_count", "f_flag") else Float64)
-                               for f in FEATURES])
-    store.apply([customer, view])
+    store, _ = bench_store(workdir, addr, parquet_source(parquet), redis_type="redis_cluster" if cluster else "redis")
     return store
 
 
@@ -184,14 +162,7 @@ def _measure(table: pd.DataFrame, workdir: Path, addr: str, cluster: bool) -> di
     materialize_view(store, store.get_feature_view("bench_view"), start, end)
     times["fast_rerun"] = time.perf_counter() - t0
     _flush(client, cluster)
-    payload = list(oracle.items())
-    t0 = time.perf_counter()
-    for i in range(0, len(payload), 10_000):
-        pipe = client.pipeline(transaction=False)
-        for key, mapping in payload[i : i + 10_000]:
-            pipe.hset(key, mapping=mapping)
-        pipe.execute()
-    times["floor"] = time.perf_counter() - t0
+    times["floor"] = hset_floor_seconds(client, list(oracle.items()))
     written = len(_dump(client, cluster))
     _flush(client, cluster)
     client.close()

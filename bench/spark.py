@@ -20,47 +20,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.features import FEATURES, START, make_table
+from bench.features import FEATURES, START, bench_store, make_table, parquet_source
 from mlplatform.stores import embedded_redis
 
 
 def _store(workdir: Path, parquet: Path, redis_addr: str, engine: str):
     """A FeatureStore with one view over ``parquet`` and a service over it: DuckDB (ASOF store, local engine) or
     Spark (Feast's Spark offline store, SparkSource, Spark compute engine)."""
-    from feast import Entity, FeatureService, FeatureStore, FeatureView, Field, FileSource, RepoConfig, ValueType
     from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
-    from feast.infra.online_stores.redis import RedisOnlineStoreConfig
-    from feast.repo_config import RegistryConfig
-    from feast.types import Float64, Int64
 
     from mlplatform.features.offline_store import STORE_TYPE
 
-    spark = engine == "spark"
-    config = RepoConfig(
-        project="bench",
-        provider="local",
-        registry=RegistryConfig(path=str(workdir / "registry.db"), cache_ttl_seconds=60),
-        offline_store={"type": "spark" if spark else STORE_TYPE},
-        batch_engine={"type": "spark.engine"} if spark else "local",
-        online_store=RedisOnlineStoreConfig(connection_string=redis_addr),
-        entity_key_serialization_version=3,
-        repo_path=str(workdir),
-    )
-    store = FeatureStore(config=config)
-    customer = Entity(name="customer", join_keys=["customer_id"], value_type=ValueType.INT64)
-    columns = dict(timestamp_field="event_timestamp", created_timestamp_column="created_timestamp")
-    source = (SparkSource(name="bench_source", path=str(parquet), file_format="parquet", **columns) if spark
-              else FileSource(name="bench_source", path=str(parquet), **columns))
-    view = FeatureView(
-        name="bench_view",
-        entities=[customer],
-        ttl=timedelta(days=7),
-        schema=[Field(name=f, dtype=Int64 if f in ("f_count", "f_flag") else Float64) for f in FEATURES],
-        source=source,
-    )
-    service = FeatureService(name="bench_service", features=[view])
-    store.apply([customer, view, service])
-    return store
+    if engine != "spark":
+        return bench_store(workdir, redis_addr, parquet_source(parquet), offline_store=STORE_TYPE,
+                           with_service=True)[0]
+    source = SparkSource(name="bench_source", path=str(parquet), file_format="parquet",
+                         timestamp_field="event_timestamp", created_timestamp_column="created_timestamp")
+    return bench_store(workdir, redis_addr, source, offline_store="spark", batch_engine={"type": "spark.engine"},
+                       with_service=True)[0]
 
 
 def _entity_rows(table: pd.DataFrame, n: int) -> pd.DataFrame:
